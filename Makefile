@@ -1,0 +1,36 @@
+# Every target that needs Python creates .venv first, so a fresh clone needs only
+# Python 3.11, gcc and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test images bench clean qemu
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/aeth-emu boot images/kernel.elf
+
+# The QEMU parity tests need qemu-system-x86_64; CI runs as root, so install it when missing.
+qemu:
+	@command -v qemu-system-x86_64 >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends qemu-system-x86; \
+	  else echo "qemu-system-x86_64 missing: install qemu-system-x86 (the parity tests need it)"; fi; }
+
+test: $(STAMP) qemu
+	$(BIN)/python -m pytest -q
+
+images: $(STAMP)
+	$(BIN)/python -m emulator.toolchain.build
+
+bench: $(STAMP)
+	$(BIN)/aeth-emu bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
