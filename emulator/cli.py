@@ -1,0 +1,81 @@
+"""`aeth-emu`: the command line. Serial output goes to stdout as it happens, status to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from . import __version__
+from .errors import EmulatorError, UsageError
+from .session import DEFAULT_FIRMWARE
+
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _add_boot_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="kernel image: a PVH ELF64 (e.g. images/kernel.elf)")
+    p.add_argument("--cmdline", default="", help="kernel command line (default: empty)")
+    p.add_argument("--no-cmdline", action="store_true", help="boot with no command line at all (cmdline_paddr 0)")
+    p.add_argument("--memory", type=_positive_int, default=128, metavar="MIB", help="RAM size in MiB (default 128, at least 64)")
+    p.add_argument("--max-insns", type=_positive_int, metavar="N", help="stop after N instructions (exit 4)")
+    p.add_argument("--timeout", type=_positive_float, metavar="S", help="stop after S seconds of host time (exit 4)")
+    p.add_argument("--firmware", default=str(DEFAULT_FIRMWARE), metavar="ROM", help="BIOS ROM image (64 KiB)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="aeth-emu", description="Deterministic x86-64 PC emulator that shows what a kernel's heap allocator does.")
+    parser.add_argument("--version", action="version", version=f"aeth-emu {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    boot = sub.add_parser("boot", help="boot a kernel image; serial output to stdout")
+    _add_boot_options(boot)
+    boot.add_argument("--report", metavar="FILE", help="write a JSON report of the run")
+    boot.add_argument("--screen", action="store_true", help="print the VGA text screen after the run (to stderr)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            raise UsageError("no command given (try 'aeth-emu boot images/kernel.elf' or 'aeth-emu --help')")
+        from .commands import run_command
+
+        return run_command(args)
+    except EmulatorError as exc:
+        print(f"aeth-emu: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("aeth-emu: interrupted", file=sys.stderr)
+        return 4
+
+
+def entry() -> NoReturn:
+    sys.exit(main())

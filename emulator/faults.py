@@ -1,0 +1,158 @@
+"""Fault reports: what went wrong in the guest, where, and how it got there.
+
+Unicorn delivers exceptions to the host, not to the guest's IDT, and does not say a page
+fault's error code; the report recovers the access kind from the faulting instruction and
+the missing level or permission from the guest's own page tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+from capstone import CS_AC_WRITE, CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
+from capstone.x86 import X86_OP_MEM
+from unicorn import UC_MEM_FETCH_PROT, UC_MEM_FETCH_UNMAPPED, UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED, Uc
+
+from . import cpu_state
+from .paging_report import describe_page_fault
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+EXCEPTIONS = {
+    0: ("#DE", "divide error"), 1: ("#DB", "debug exception"), 2: ("NMI", "non-maskable interrupt"),
+    3: ("#BP", "breakpoint"), 4: ("#OF", "overflow"), 5: ("#BR", "bound range exceeded"),
+    6: ("#UD", "invalid opcode"), 7: ("#NM", "device not available"), 8: ("#DF", "double fault"),
+    10: ("#TS", "invalid TSS"), 11: ("#NP", "segment not present"), 12: ("#SS", "stack-segment fault"),
+    13: ("#GP", "general protection fault"), 14: ("#PF", "page fault"), 16: ("#MF", "x87 floating-point error"),
+    17: ("#AC", "alignment check"), 18: ("#MC", "machine check"), 19: ("#XM", "SIMD floating-point exception"),
+    20: ("#VE", "virtualization exception"), 21: ("#CP", "control protection exception"),
+}
+BACKTRACE_DEPTH = 32
+EFER_LMA = 1 << 10
+
+
+def exception_name(vector: int) -> str:
+    if vector in EXCEPTIONS:
+        short, long = EXCEPTIONS[vector]
+        return f"{long} ({short})"
+    return f"interrupt 0x{vector:x} with no handler"
+
+
+@dataclass(frozen=True)
+class FaultReport:
+    exception: str
+    vector: int | None
+    summary: str
+    rip: int
+    location: str
+    instruction: str
+    registers: dict[str, int]
+    backtrace: list[str] = field(default_factory=list)
+    cr2: int | None = None
+    page_walk: str | None = None
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["rip"] = f"0x{self.rip:x}"
+        data["registers"] = {k: f"0x{v:x}" for k, v in self.registers.items()}
+        if self.cr2 is not None:
+            data["cr2"] = f"0x{self.cr2:x}"
+        return data
+
+    def render(self) -> str:
+        lines = [f"guest fault: {self.summary}", f"  at {self.location} (0x{self.rip:x}): {self.instruction}"]
+        if self.cr2 is not None:
+            lines.append(f"  cr2 0x{self.cr2:x}")
+        if self.page_walk:
+            lines.append(f"  page walk: {self.page_walk}")
+        regs = list(self.registers.items())
+        for i in range(0, len(regs), 4):
+            lines.append("  " + "  ".join(f"{k:>6} {v:#018x}" for k, v in regs[i : i + 4]))
+        if self.backtrace:
+            lines.append("  backtrace:")
+            lines.extend(f"    #{i} {frame}" for i, frame in enumerate(self.backtrace))
+        return "\n".join(lines)
+
+
+def _decode_mode(uc: Uc, bits: int, regs: dict[str, int]) -> int:
+    if bits == 16:
+        return CS_MODE_32 if regs.get("cr0", 0) & 1 else CS_MODE_16
+    return CS_MODE_64 if cpu_state.read_efer(uc) & EFER_LMA else CS_MODE_32
+
+
+def build_fault_report(
+    machine: Machine, uc: Uc, vector: int | None, detail: str, access: int | None = None, address: int | None = None
+) -> FaultReport:
+    bits = 16 if machine._mode(uc) == 16 else 64
+    regs = cpu_state.snapshot_16(uc) if bits == 16 else cpu_state.snapshot_64(uc)
+    rip = regs.get("rip", regs.get("eip", 0))
+    if bits == 16 and not regs["cr0"] & 1:
+        rip = (regs["cs"] << 4) + regs["eip"]  # real mode: report the linear address
+    symbols = machine.image.symbols
+    vm = machine.virtual(uc)
+    cs = Cs(CS_ARCH_X86, _decode_mode(uc, bits, regs))
+    cs.detail = True
+    insn = None
+    try:
+        insn = next(cs.disasm(vm.read(rip, 15), rip), None)
+    except ValueError:
+        pass
+    text = f"{insn.mnemonic} {insn.op_str}".strip() if insn else "(instruction not readable)"
+    name = exception_name(vector) if vector is not None else detail
+    cr2 = walk = None
+    if vector == 14:
+        cr2 = regs["cr2"]
+        kind = _access_kind(insn, rip, cr2)
+        walk = describe_page_fault(machine.memory, regs["cr3"], cr2, kind)
+        summary = f"page fault (#PF) on {kind} of 0x{cr2:x}: {walk}"
+    elif access in (UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED, UC_MEM_FETCH_PROT, UC_MEM_FETCH_UNMAPPED) or address is not None:
+        summary = detail
+    else:
+        summary = name if vector is not None else detail
+    return FaultReport(
+        exception=EXCEPTIONS.get(vector, ("", ""))[0] if vector is not None else "machine",
+        vector=vector,
+        summary=summary,
+        rip=rip,
+        location=symbols.describe(rip),
+        instruction=text,
+        registers=regs,
+        backtrace=_backtrace(vm, symbols, rip, regs.get("rbp", regs.get("ebp", 0)), 8 if bits == 64 else 4),
+        cr2=cr2,
+        page_walk=walk,
+    )
+
+
+def _access_kind(insn, rip: int, cr2: int) -> str:
+    if insn is None or rip <= cr2 < rip + insn.size:
+        return "execute"
+    for op in insn.operands:
+        if op.type == X86_OP_MEM and op.access & CS_AC_WRITE:
+            return "write"
+    if insn.mnemonic in ("push", "call") or insn.mnemonic.startswith(("stos", "movs")):
+        return "write"
+    return "read"
+
+
+def _backtrace(vm, symbols, rip: int, rbp: int, word: int) -> list[str]:
+    """Walk saved frame pointers: [rbp] is the caller's rbp, [rbp+word] the return address."""
+    frames = [f"{symbols.describe(rip)} (0x{rip:x})"]
+    seen = set()
+    for _ in range(BACKTRACE_DEPTH):
+        if rbp == 0 or rbp in seen or rbp % word:
+            break
+        seen.add(rbp)
+        try:
+            saved = int.from_bytes(vm.read(rbp, word), "little")
+            ret = int.from_bytes(vm.read(rbp + word, word), "little")
+        except ValueError:
+            break
+        if ret == 0:
+            break
+        frames.append(f"{symbols.describe(ret)} (0x{ret:x})")
+        if saved <= rbp:
+            break  # frames grow towards higher addresses as we unwind
+        rbp = saved
+    return frames

@@ -1,0 +1,378 @@
+"""The Aetherion PC: RAM, ROM, devices and the CPU, from reset to the guest's exit.
+
+The firmware runs in a `UC_MODE_16` Unicorn instance from the reset vector until it jumps to
+the kernel's PVH entry; the kernel then runs in a `UC_MODE_64` instance that shares the same
+RAM (DESIGN.md §6: a 64-bit instance cannot be put into real mode, and a 16-bit instance
+reads 64-bit registers as 0, so neither can do the whole boot alone).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from unicorn import (
+    UC_ARCH_X86,
+    UC_HOOK_INSN,
+    UC_HOOK_INSN_INVALID,
+    UC_HOOK_INTR,
+    UC_HOOK_MEM_FETCH_PROT,
+    UC_HOOK_MEM_UNMAPPED,
+    UC_HOOK_MEM_WRITE_PROT,
+    UC_MODE_16,
+    UC_MODE_64,
+    Uc,
+    UcError,
+)
+from unicorn import x86_const as x86
+
+from . import cpu_state
+try:
+    from .cycles import CycleAccounting
+except ImportError:  # pragma: no cover - until the native cycle model lands
+    from ._pycount import CycleAccounting  # type: ignore[assignment]
+from .devices.bus import PortBus
+from .devices.simple import A20Gate, IsaDebugExit, PostPort
+from .devices.uart16550 import Uart16550
+from .devices.vga import screen_text
+from .faults import FaultReport, build_fault_report, exception_name
+from .loader import KernelImage
+from .memory import BOOT_PARAMS, ROM_BASE, PhysicalMemory
+from .virtual import VirtualMemory
+
+RESET_VECTOR = 0xFFFF0
+COM1 = 0x3F8
+DEBUG_EXIT_PORT = 0xF4
+BOOT_PARAMS_MAGIC = 0x50424541
+MAX_CMDLINE = 3839
+SERIAL_KEEP = 4 << 20  # bytes of serial kept for the report; everything is still streamed
+
+
+class StopReason(str, Enum):
+    EXIT = "exit"  # the guest wrote to isa-debug-exit
+    FAULT = "fault"  # an exception the guest did not handle, a triple fault, a ROM write
+    MAX_INSNS = "max-insns"
+    TIMEOUT = "timeout"
+    HALT = "halt"  # hlt with nothing that could wake the CPU
+    INTERRUPTED = "interrupted"  # Ctrl-C on the host
+
+
+EXIT_CODES = {StopReason.FAULT: 3, StopReason.MAX_INSNS: 4, StopReason.TIMEOUT: 4,
+              StopReason.HALT: 4, StopReason.INTERRUPTED: 4}
+
+
+@dataclass(frozen=True)
+class BootConfig:
+    cmdline: str | None = ""  # None: no command line at all (cmdline_paddr = 0)
+    memory_mib: int = 128
+    max_insns: int | None = None
+    timeout: float | None = None
+
+
+@dataclass
+class _Stop:
+    reason: StopReason
+    detail: str = ""
+    guest_exit_value: int | None = None
+    fault: FaultReport | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    image: str
+    cmdline: str | None
+    stop_reason: StopReason
+    exit_code: int
+    detail: str
+    guest_exit_value: int | None
+    instructions: int
+    firmware_instructions: int
+    cycles: int
+    cycle_breakdown: dict[str, int]
+    serial: bytes
+    post_codes: tuple[int, ...]
+    fault: FaultReport | None
+    unknown_ports: dict[int, str]
+    wall_seconds: float
+    screen: str = field(repr=False, default="")
+
+
+class Machine:
+    """One boot of one kernel image. Build, `run()` once, then inspect."""
+
+    def __init__(
+        self,
+        image: KernelImage,
+        firmware: bytes,
+        config: BootConfig = BootConfig(),
+        on_serial: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.image = image
+        self.config = config
+        self.memory = PhysicalMemory(config.memory_mib, firmware)
+        self._on_serial = on_serial
+        self._serial = bytearray()
+        self._stop: _Stop | None = None
+        self._lock = threading.Lock()
+        self.bus = PortBus()
+        self.uart = Uart16550(COM1, self._serial_out)
+        self.post = PostPort()
+        self.a20 = A20Gate()
+        self.bus.attach(self.uart, COM1, 8)
+        self.bus.attach(IsaDebugExit(self._guest_exit), DEBUG_EXIT_PORT, 4)
+        self.bus.attach(self.post, 0x80, 1)
+        self.bus.attach(self.a20, 0x92, 1)
+        self.uc: Uc | None = None  # the instance currently running (or last run)
+        self.accounting: CycleAccounting | None = None
+        self.firmware_instructions = 0
+        self._load_kernel()
+        self._write_boot_params()
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def _load_kernel(self) -> None:
+        for seg in self.image.segments:
+            self.memory.write(seg.paddr, seg.data)  # RAM starts zeroed, so .bss needs nothing
+
+    def _write_boot_params(self) -> None:
+        cmdline = self.config.cmdline
+        raw = b"" if cmdline is None else cmdline.encode()
+        if len(raw) > MAX_CMDLINE or b"\0" in raw:
+            from .errors import UsageError
+
+            raise UsageError(f"--cmdline must be at most {MAX_CMDLINE} bytes with no NUL byte")
+        block = bytearray(0x20)
+        block[0:4] = BOOT_PARAMS_MAGIC.to_bytes(4, "little")
+        block[4:8] = (1).to_bytes(4, "little")
+        block[8:12] = self.image.entry.to_bytes(4, "little")
+        block[12:16] = (0 if cmdline is None else 1).to_bytes(4, "little")
+        block[16:24] = self.memory.size.to_bytes(8, "little")
+        block[24:28] = len(raw).to_bytes(4, "little")
+        self.memory.write(BOOT_PARAMS, bytes(block) + raw + b"\0")
+
+    def _new_cpu(self, mode: int) -> Uc:
+        uc = Uc(UC_ARCH_X86, mode)
+        self.memory.map_into(uc)
+        uc.hook_add(UC_HOOK_INSN, self._port_in, None, 1, 0, x86.UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, self._port_out, None, 1, 0, x86.UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INTR, self._interrupt)
+        uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid_instruction)
+        uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._unmapped_access)
+        uc.hook_add(UC_HOOK_MEM_WRITE_PROT | UC_HOOK_MEM_FETCH_PROT, self._protected_access)
+        return uc
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        started = time.monotonic()
+        timer = None
+        if self.config.timeout is not None:
+            timer = threading.Timer(self.config.timeout, self._request_stop, (StopReason.TIMEOUT,
+                                    f"--timeout of {self.config.timeout:g} s reached"))
+            timer.daemon = True
+            timer.start()
+        try:
+            self._run_firmware()
+            if self._stop is None:
+                self._run_kernel()
+        except KeyboardInterrupt:
+            self._request_stop(StopReason.INTERRUPTED, "interrupted by Ctrl-C")
+        finally:
+            if timer is not None:
+                timer.cancel()
+        return self._result(time.monotonic() - started)
+
+    def _run_firmware(self) -> None:
+        uc = self._new_cpu(UC_MODE_16)
+        self.uc = uc
+        self.accounting = CycleAccounting(uc, mode=16)
+        self.accounting.attach()
+        if self.config.max_insns is not None:
+            self.accounting.set_budget(self.config.max_insns)
+        cpu_state.write(uc, "cs", ROM_BASE >> 4)
+        self._emulate(uc, RESET_VECTOR, until=self.image.entry)
+        self.firmware_instructions = self.accounting.instructions
+        if self._stop is not None:
+            return
+        regs = cpu_state.snapshot_16(uc)
+        if regs["eip"] != self.image.entry or not regs["cr0"] & 1:
+            self._classify_silent_stop(uc, bits=16)
+            return
+        self._handoff = regs
+        self._handoff_gdtr = uc.reg_read(x86.UC_X86_REG_GDTR)
+
+    def _run_kernel(self) -> None:
+        regs = self._handoff
+        uc = self._new_cpu(UC_MODE_64)
+        # The recipe of DESIGN.md §6 that puts a 64-bit instance into 32-bit protected mode.
+        for name, value in (("cr4", 0x20), ("cr0", 0x80000011), ("cr0", 0x11)):
+            cpu_state.write(uc, name, value)
+        uc.msr_write(cpu_state.MSR_EFER, 0)
+        cpu_state.write(uc, "cr4", 0)
+        uc.reg_write(x86.UC_X86_REG_GDTR, self._handoff_gdtr)
+        cpu_state.write(uc, "cr0", regs["cr0"])
+        for seg in ("cs", "ds", "es", "ss", "fs", "gs"):
+            cpu_state.write(uc, seg, regs[seg])
+        for name in cpu_state.GPRS_32:
+            cpu_state.write(uc, name, regs[name])
+        cpu_state.write(uc, "eflags", regs["eflags"])
+        self.uc = uc
+        self.accounting = CycleAccounting(uc, mode=64)
+        self.accounting.attach()
+        if self.config.max_insns is not None:
+            self.accounting.set_budget(max(self.config.max_insns - self.firmware_instructions, 0))
+        self._emulate(uc, self.image.entry, until=0)
+        if self._stop is None:
+            self._classify_silent_stop(uc, bits=64)
+
+    def _emulate(self, uc: Uc, begin: int, until: int) -> None:
+        try:
+            uc.emu_start(begin, until)
+        except UcError as exc:
+            if self._stop is None:
+                self._fault(uc, None, f"Unicorn stopped: {exc}")
+        pc = cpu_state.read(uc, "eip" if uc is not None and self._mode(uc) == 16 else "rip")
+        if self._stop is not None and self._stop.reason is StopReason.EXIT and self._exit_pc is not None:
+            pc = self._exit_pc  # the rest of the block ran after emu_stop; the guest's run ended here
+        self.accounting.finish(pc)
+        budget = self.config.max_insns
+        if self._stop is None and budget is not None and self.total_instructions >= budget:
+            self._request_stop(StopReason.MAX_INSNS, f"--max-insns {self.config.max_insns} reached")
+
+    @staticmethod
+    def _mode(uc: Uc) -> int:
+        return 16 if uc.ctl_get_mode() == UC_MODE_16 else 64
+
+    def _classify_silent_stop(self, uc: Uc, bits: int) -> None:
+        """emu_start returned by itself: the guest halted, or triple-faulted silently."""
+        pc = cpu_state.read(uc, "eip" if bits == 16 else "rip")
+        flags = cpu_state.read(uc, "eflags" if bits == 16 else "rflags")
+        before = self._read_code(uc, pc - 1, 1, bits)
+        if before == b"\xf4":
+            state = "with interrupts off" if not flags & cpu_state.RFLAGS_IF else "and no device can interrupt it"
+            where = "firmware" if bits == 16 else "kernel"
+            self._request_stop(StopReason.HALT, f"the {where} halted {state} at 0x{pc - 1:x}")
+        else:
+            self._fault(uc, 8, "the guest stopped without a reason Unicorn reports: a triple fault")
+
+    def _read_code(self, uc: Uc, address: int, size: int, bits: int) -> bytes:
+        try:
+            if bits == 16:
+                return bytes(uc.mem_read(address, size))
+            return self.virtual(uc).read(address, size)
+        except (UcError, ValueError):
+            return b""
+
+    @property
+    def total_instructions(self) -> int:
+        if self.accounting is None:
+            return 0
+        if self.uc is not None and self._mode(self.uc) == 64:
+            return self.firmware_instructions + self.accounting.instructions
+        return self.accounting.instructions
+
+    def virtual(self, uc: Uc | None = None) -> VirtualMemory:
+        """Guest virtual memory as the CPU sees it now (through CR3 when paging is on)."""
+        uc = uc or self.uc
+        cr0 = cpu_state.read(uc, "cr0")
+        cr3 = cpu_state.read(uc, "cr3") if cr0 & (1 << 31) else None
+        return VirtualMemory(self.memory, cr3)
+
+    # -- stops ----------------------------------------------------------------------------
+
+    _exit_pc: int | None = None
+    _handoff: dict[str, int]
+
+    def _request_stop(self, reason: StopReason, detail: str = "", **info) -> None:
+        with self._lock:
+            if self._stop is not None:
+                return  # the first reason wins; hooks keep firing until the block ends
+            self._stop = _Stop(reason, detail, **info)
+        if self.uc is not None:
+            self.uc.emu_stop()
+
+    def _guest_exit(self, value: int) -> None:
+        if self._stop is None:
+            self._exit_pc = self._current_pc + self._current_insn_len
+        self._request_stop(StopReason.EXIT, f"guest wrote 0x{value:x} to isa-debug-exit", guest_exit_value=value)
+
+    def _fault(self, uc: Uc, vector: int | None, detail: str, **extra) -> None:
+        if self._stop is not None:
+            return
+        report = build_fault_report(self, uc, vector, detail, **extra)
+        self._request_stop(StopReason.FAULT, report.summary, fault=report)
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    _current_pc = 0
+    _current_insn_len = 0
+
+    def _pc(self, uc: Uc) -> int:
+        return cpu_state.read(uc, "rip") if self._mode(uc) == 64 else cpu_state.read(uc, "eip")
+
+    def _port_in(self, uc: Uc, port: int, size: int, user_data) -> int:
+        if self._stop is not None:
+            return (1 << (8 * size)) - 1
+        return self.bus.read(port, size)
+
+    def _port_out(self, uc: Uc, port: int, size: int, value: int, user_data) -> None:
+        if self._stop is not None:
+            return  # the block runs on after a stop; its output never happened
+        if port == DEBUG_EXIT_PORT:
+            self._current_pc = self._pc(uc)
+            code = self._read_code(uc, self._current_pc, 2, self._mode(uc))
+            self._current_insn_len = 2 if code[:1] in (b"\xe6", b"\xe7") else 1
+        self.bus.write(port, size, value)
+
+    def _interrupt(self, uc: Uc, intno: int, user_data) -> None:
+        self._fault(uc, intno, f"{exception_name(intno)} not handled by the guest")
+
+    def _invalid_instruction(self, uc: Uc, user_data) -> bool:
+        self._fault(uc, 6, "invalid opcode (#UD) not handled by the guest")
+        return False
+
+    def _unmapped_access(self, uc: Uc, access: int, address: int, size: int, value: int, user_data) -> bool:
+        self._fault(uc, None, f"access to physical address 0x{address:x}, which no RAM or device backs",
+                    access=access, address=address)
+        return False
+
+    def _protected_access(self, uc: Uc, access: int, address: int, size: int, value: int, user_data) -> bool:
+        self._fault(uc, None, f"write to the BIOS ROM at 0x{address:x}", access=access, address=address)
+        return False
+
+    def _serial_out(self, data: bytes) -> None:
+        if len(self._serial) < SERIAL_KEEP:
+            self._serial += data
+        if self._on_serial is not None:
+            self._on_serial(data)
+
+    # -- results ----------------------------------------------------------------------------
+
+    def _result(self, wall: float) -> RunResult:
+        stop = self._stop or _Stop(StopReason.INTERRUPTED, "stopped before the guest ran")
+        if stop.reason is StopReason.EXIT:
+            exit_code = 0 if stop.guest_exit_value == IsaDebugExit.SUCCESS else 1
+        else:
+            exit_code = EXIT_CODES[stop.reason]
+        acc = self.accounting
+        return RunResult(
+            image=self.image.path,
+            cmdline=self.config.cmdline,
+            stop_reason=stop.reason,
+            exit_code=exit_code,
+            detail=stop.detail,
+            guest_exit_value=stop.guest_exit_value,
+            instructions=self.total_instructions,
+            firmware_instructions=self.firmware_instructions,
+            cycles=acc.cycles if acc else 0,
+            cycle_breakdown=acc.breakdown() if acc else {},
+            serial=bytes(self._serial),
+            post_codes=tuple(self.post.codes),
+            fault=stop.fault,
+            unknown_ports=dict(self.bus.unknown_ports),
+            wall_seconds=wall,
+            screen=screen_text(self.memory.read),
+        )
