@@ -8,6 +8,7 @@ import sys
 from .machine import BootConfig, StopReason
 from .report import build_report, write_report
 from .session import prepare
+from .status import StatusLine
 
 
 class _SerialStream:
@@ -37,7 +38,8 @@ def _config(args: argparse.Namespace) -> BootConfig:
 def cmd_boot(args: argparse.Namespace) -> int:
     stream = _SerialStream()
     machine = prepare(args.image, _config(args), firmware=args.firmware, on_serial=stream)
-    result = machine.run()
+    with StatusLine(lambda: machine.total_instructions):
+        result = machine.run()
     stream.close()
     if result.fault is not None:
         print(result.fault.render(), file=sys.stderr)
