@@ -58,6 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_boot_options(boot)
     boot.add_argument("--report", metavar="FILE", help="write a JSON report of the run")
     boot.add_argument("--screen", action="store_true", help="print the VGA text screen after the run (to stderr)")
+    boot.add_argument("--check", action="store_true", help="check heap invariants at every allocation event")
+
+    trace = sub.add_parser("trace", help="boot and write every allocation event to a JSON Lines trace")
+    _add_boot_options(trace)
+    trace.add_argument("-o", "--output", required=True, metavar="FILE", help="trace file to write (JSON Lines)")
+    trace.add_argument("--no-check", action="store_true", help="do not check heap invariants per event")
+    trace.add_argument("--backtrace-depth", type=_positive_int, default=8, metavar="N", help="frames per event (default 8)")
+
+    stats = sub.add_parser("stats", help="summarize a trace: counts, peak, live at exit, sizes, call sites")
+    stats.add_argument("trace", help="trace file written by 'aeth-emu trace'")
+    stats.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    step = sub.add_parser("step", help="step through a boot's allocations (an image, or a trace file)")
+    step.add_argument("source", help="kernel image to boot, or a trace file (.jsonl)")
+    step.add_argument("--cmdline", default="", help="kernel command line when booting an image")
+    step.add_argument("--memory", type=_positive_int, default=128, metavar="MIB", help="RAM size in MiB")
+    step.add_argument("--firmware", default=str(DEFAULT_FIRMWARE), metavar="ROM", help="BIOS ROM image (64 KiB)")
     return parser
 
 

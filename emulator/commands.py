@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
+from rich.console import Console
+
+from .api import TracedBoot
+from .errors import UsageError
+from .loader import load_image
 from .machine import BootConfig, StopReason
 from .report import build_report, write_report
-from .session import prepare
+from .stats import render, summarize_trace
 from .status import StatusLine
+from .stepper import CodeView, Stepper
+from .tracefile import read_trace
 
 
 class _SerialStream:
@@ -28,32 +37,112 @@ class _SerialStream:
 
 def _config(args: argparse.Namespace) -> BootConfig:
     return BootConfig(
-        cmdline=None if args.no_cmdline else args.cmdline,
+        cmdline=None if getattr(args, "no_cmdline", False) else args.cmdline,
         memory_mib=args.memory,
-        max_insns=args.max_insns,
-        timeout=args.timeout,
+        max_insns=getattr(args, "max_insns", None),
+        timeout=getattr(args, "timeout", None),
     )
+
+
+def _finish_run(boot: TracedBoot, args: argparse.Namespace, stream: _SerialStream):
+    with StatusLine(lambda: boot.machine.total_instructions):
+        run = boot.run()
+    stream.close()
+    result = run.result
+    if result.fault is not None:
+        print(result.fault.render(), file=sys.stderr)
+    for violation in run.violations:
+        print(f"aeth-emu: heap check: {violation.message}", file=sys.stderr)
+    status = "exit" if result.stop_reason is StopReason.EXIT else "stopped"
+    print(f"aeth-emu: {status}: {result.detail}; {result.instructions} instructions, {len(run.events)} allocation "
+          f"events, exit code {result.exit_code}", file=sys.stderr)
+    return run
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
     stream = _SerialStream()
-    machine = prepare(args.image, _config(args), firmware=args.firmware, on_serial=stream)
-    with StatusLine(lambda: machine.total_instructions):
-        result = machine.run()
-    stream.close()
-    if result.fault is not None:
-        print(result.fault.render(), file=sys.stderr)
+    boot = TracedBoot(args.image, _config(args), firmware=args.firmware, check=args.check, on_serial=stream)
+    run = _finish_run(boot, args, stream)
     if args.screen:
-        print(result.screen, file=sys.stderr)
-    status = "exit" if result.stop_reason is StopReason.EXIT else "stopped"
-    print(f"aeth-emu: {status}: {result.detail}; {result.instructions} instructions, exit code {result.exit_code}",
-          file=sys.stderr)
+        print(run.result.screen, file=sys.stderr)
     if args.report:
-        write_report(args.report, build_report(result, machine.image.sha256))
-    return result.exit_code
+        write_report(args.report, build_report(run.result, boot.machine.image.sha256, heap_report(run)))
+    return run.exit_code
 
 
-COMMANDS = {"boot": cmd_boot}
+def heap_report(run) -> dict:
+    views = run.heap
+    guest = views.guest
+    counts = dict(views.events.counts)
+    return {
+        "events": counts,
+        "heap": None if guest is None and not run.events else {
+            "allocator": guest.allocator if guest else None,
+            "heap_size": guest.heap_size if guest else None,
+            "used": guest.used if guest else None,
+            "free": guest.free if guest else None,
+            "free_blocks": guest.free_blocks if guest else None,
+            "peak_used": views.peak_used,
+            "leaks": [{"ptr": f"0x{b.ptr:x}", "size": b.size, "align": b.align, "seq": b.seq, "caller": b.caller}
+                      for b in views.leaks()],
+            "views_agree": views.views_agree,
+        },
+        "violations": [v.to_json() for v in run.violations],
+    }
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    stream = _SerialStream()
+    boot = TracedBoot(args.image, _config(args), firmware=args.firmware, trace_path=args.output,
+                      check=not args.no_check, backtrace_depth=args.backtrace_depth, on_serial=stream)
+    run = _finish_run(boot, args, stream)
+    print(f"aeth-emu: {len(run.events)} events written to {args.output}", file=sys.stderr)
+    return run.exit_code
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    summary = summarize_trace(read_trace(args.trace))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        render(summary, Console())
+    return 0
+
+
+def _is_trace(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(1) == b"{"
+    except OSError:
+        raise UsageError(f"{path}: no such file") from None
+
+
+def cmd_step(args: argparse.Namespace) -> int:
+    source = Path(args.source)
+    console = Console()
+    if _is_trace(source):
+        trace = read_trace(source)
+        events = list(trace.events)
+        image_path = trace.header.get("image")
+        image = None
+        if image_path and Path(image_path).is_file():
+            candidate = load_image(image_path, 4096 << 20)
+            image = candidate if candidate.sha256 == trace.header.get("image_sha256") else None
+    else:
+        boot = TracedBoot(source, BootConfig(cmdline=args.cmdline, memory_mib=args.memory), firmware=args.firmware)
+        events = list(boot.run().events)
+        image = boot.machine.image
+    code = None
+    if image is not None:
+        code = CodeView([(seg.vaddr, seg.data) for seg in image.segments if "x" in seg.flags], image.symbols)
+    stepper = Stepper(events, console, code)
+    interactive = sys.stdin.isatty()
+    prompt = (lambda: console.print("[dim](n)ext (p)rev (c)ontinue EXPR (g)o N (q)uit[/]", end=" ")) if interactive else None
+    stepper.run((line.rstrip("\n") for line in sys.stdin), prompt)
+    return 0
+
+
+COMMANDS = {"boot": cmd_boot, "trace": cmd_trace, "stats": cmd_stats, "step": cmd_step}
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -44,11 +44,21 @@ from .memory import BOOT_PARAMS, ROM_BASE, PhysicalMemory
 from .virtual import VirtualMemory
 
 RESET_VECTOR = 0xFFFF0
+NEVER = 1 << 63  # a non-canonical address: emu_start's `until` that no guest can reach
+CALL_RETURN = 0  # machine.call's return address: the null page, which no kernel executes
 COM1 = 0x3F8
 DEBUG_EXIT_PORT = 0xF4
 BOOT_PARAMS_MAGIC = 0x50424541
 MAX_CMDLINE = 3839
 SERIAL_KEEP = 4 << 20  # bytes of serial kept for the report; everything is still streamed
+
+
+class GuestCallError(Exception):
+    """machine.call could not complete: the function faulted, ran away, or the machine was not ready."""
+
+    def __init__(self, message: str, fault: FaultReport | None = None) -> None:
+        super().__init__(message)
+        self.fault = fault
 
 
 class StopReason(str, Enum):
@@ -109,11 +119,13 @@ class Machine:
         firmware: bytes,
         config: BootConfig = BootConfig(),
         on_serial: Callable[[bytes], None] | None = None,
+        kernel_instruments: tuple[Callable[[Uc], None], ...] = (),
     ) -> None:
         self.image = image
         self.config = config
         self.memory = PhysicalMemory(config.memory_mib, firmware)
         self._on_serial = on_serial
+        self._instruments = kernel_instruments  # e.g. the tracer: hooks wanted on the kernel's CPU
         self._serial = bytearray()
         self._stop: _Stop | None = None
         self._lock = threading.Lock()
@@ -222,9 +234,11 @@ class Machine:
         self.uc = uc
         self.accounting = CycleAccounting(uc, mode=64)
         self.accounting.attach()
+        for instrument in self._instruments:
+            instrument(uc)
         if self.config.max_insns is not None:
             self.accounting.set_budget(max(self.config.max_insns - self.firmware_instructions, 0))
-        self._emulate(uc, self.image.entry, until=0)
+        self._emulate(uc, self.image.entry, until=NEVER)
         if self._stop is None:
             self._classify_silent_stop(uc, bits=64)
 
@@ -281,6 +295,48 @@ class Machine:
         cr3 = cpu_state.read(uc, "cr3") if cr0 & (1 << 31) else None
         return VirtualMemory(self.memory, cr3)
 
+    # -- calling guest functions from the host --------------------------------------------
+
+    _calling = False
+
+    def call(self, function: str | int, *args: int, max_insns: int = 50_000_000) -> int:
+        """Run a guest function (System V ABI, up to 6 integer arguments) to its return; returns rax.
+
+        Works on the kernel's CPU as the run left it (page tables, heap), below the current stack,
+        and restores every register afterwards. The allocator hooks see the call like any other.
+        """
+        uc = self.uc
+        if uc is None or self._mode(uc) != 64 or self._stop is None or self._stop.reason is not StopReason.EXIT:
+            raise GuestCallError("machine.call needs a kernel that booted and exited normally")
+        if len(args) > 6:
+            raise GuestCallError("machine.call passes at most 6 integer arguments")
+        address = self.image.symbols.address(function) if isinstance(function, str) else function
+        saved = uc.context_save()
+        stop, exit_pc = self._stop, self._exit_pc
+        vm = self.virtual(uc)
+        rsp = ((cpu_state.read(uc, "rsp") - 4096) & ~0xF) - 8  # below the red zone; aligned as after a call
+        self.memory.write(vm.translate(rsp), CALL_RETURN.to_bytes(8, "little"))
+        for reg, value in zip(("rdi", "rsi", "rdx", "rcx", "r8", "r9"), args):
+            cpu_state.write(uc, reg, value & (2**64 - 1))
+        cpu_state.write(uc, "rsp", rsp)
+        self._stop, self._calling = None, True
+        try:
+            uc.emu_start(address, CALL_RETURN, count=max_insns)
+        except UcError as exc:
+            if self._stop is None:
+                self._fault(uc, None, f"Unicorn stopped: {exc}")
+        finally:
+            self._calling = False
+        rip, rax = cpu_state.read(uc, "rip"), cpu_state.read(uc, "rax")
+        failed = self._stop
+        self._stop, self._exit_pc = stop, exit_pc
+        uc.context_restore(saved)
+        if failed is not None:
+            raise GuestCallError(f"{self.image.symbols.describe(address)} did not return: {failed.detail}", failed.fault)
+        if rip != CALL_RETURN:
+            raise GuestCallError(f"{self.image.symbols.describe(address)} did not return within {max_insns} instructions")
+        return rax
+
     # -- stops ----------------------------------------------------------------------------
 
     _exit_pc: int | None = None
@@ -328,6 +384,9 @@ class Machine:
         self.bus.write(port, size, value)
 
     def _interrupt(self, uc: Uc, intno: int, user_data) -> None:
+        if self._calling and intno == 14 and cpu_state.read(uc, "rip") == CALL_RETURN:
+            uc.emu_stop()  # the called function returned to our null return address
+            return
         self._fault(uc, intno, f"{exception_name(intno)} not handled by the guest")
 
     def _invalid_instruction(self, uc: Uc, user_data) -> bool:

@@ -29,9 +29,10 @@ def prepare(
     config: BootConfig = BootConfig(),
     firmware: str | Path = DEFAULT_FIRMWARE,
     on_serial: Callable[[bytes], None] | None = None,
+    kernel_instruments: tuple = (),
 ) -> Machine:
     image: KernelImage = load_image(image_path, config.memory_mib << 20)
-    return Machine(image, read_firmware(firmware), config, on_serial=on_serial)
+    return Machine(image, read_firmware(firmware), config, on_serial=on_serial, kernel_instruments=kernel_instruments)
 
 
 def boot(image_path: str | Path, config: BootConfig = BootConfig(), **kwargs) -> tuple[Machine, RunResult]:

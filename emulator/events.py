@@ -1,0 +1,113 @@
+"""Allocation events: one record per call into the allocator's `__rust_*` entry points."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+KINDS = ("alloc", "dealloc", "realloc", "alloc_zeroed", "alloc_error")
+
+# Entry point -> event kind and the names of its System V arguments (rdi, rsi, rdx, rcx).
+ENTRY_POINTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "__rust_alloc": ("alloc", ("size", "align")),
+    "__rust_dealloc": ("dealloc", ("ptr", "size", "align")),
+    "__rust_realloc": ("realloc", ("ptr", "old_size", "align", "size")),
+    "__rust_alloc_zeroed": ("alloc_zeroed", ("size", "align")),
+    "__rust_alloc_error_handler": ("alloc_error", ("size", "align")),
+}
+_ADDRESS_FIELDS = ("ptr", "result", "call_site", "return_address")
+
+
+@dataclass(frozen=True)
+class HeapState:
+    """The heap right after an event: from the guest's structures where they can be read."""
+
+    used: int | None = None
+    free: int | None = None
+    free_blocks: int | None = None
+    live_blocks: int = 0  # from events
+    live_bytes: int = 0  # requested bytes of live blocks, from events
+    free_list: tuple[tuple[int, int], ...] = ()  # (address, size) in list order, the first FREE_LIST_KEEP
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["free_list"] = [[f"0x{a:x}", s] for a, s in self.free_list]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HeapState:
+        data = dict(data)
+        data["free_list"] = tuple((int(a, 16), s) for a, s in data.get("free_list") or ())
+        return cls(**data)
+
+
+FREE_LIST_KEEP = 64  # per event in a trace: enough to draw the stepper's view, bounded in size
+
+
+@dataclass(frozen=True)
+class AllocEvent:
+    seq: int
+    kind: str
+    size: int  # requested size (realloc: the new size)
+    align: int
+    ptr: int | None = None  # dealloc/realloc: the block given back
+    old_size: int | None = None  # realloc only
+    result: int | None = None  # alloc/realloc/alloc_zeroed: the pointer returned (0 = null)
+    returned: bool = False  # False: the call never returned (alloc_error, or the run ended inside it)
+    insn_entry: int = 0
+    insn_return: int | None = None
+    cycles_entry: int = 0
+    cycles_return: int | None = None
+    call_site: int = 0  # address of the call instruction
+    return_address: int = 0
+    caller: str = ""  # call site as demangled symbol+offset
+    backtrace: tuple[str, ...] = ()
+    depth: int = 0  # nesting: a realloc that calls __rust_alloc makes the alloc depth 1
+    heap: HeapState = field(default_factory=HeapState)
+
+    @property
+    def allocates(self) -> bool:
+        return self.kind in ("alloc", "alloc_zeroed", "realloc") and self.returned and bool(self.result)
+
+    @property
+    def frees(self) -> bool:
+        return self.kind == "dealloc" or (self.kind == "realloc" and self.returned and bool(self.result))
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _ADDRESS_FIELDS and value is not None:
+                value = f"0x{value:x}"
+            elif f.name == "heap":
+                value = value.to_json()
+            elif f.name == "backtrace":
+                value = list(value)
+            data[f.name] = value
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AllocEvent:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        for name in _ADDRESS_FIELDS:
+            if isinstance(kwargs.get(name), str):
+                kwargs[name] = int(kwargs[name], 16)
+        kwargs["heap"] = HeapState.from_json(kwargs.get("heap") or {})
+        kwargs["backtrace"] = tuple(kwargs.get("backtrace") or ())
+        return cls(**kwargs)
+
+    def with_heap(self, heap: HeapState) -> AllocEvent:
+        return replace(self, heap=heap)
+
+    def describe(self) -> str:
+        """One line, as the stepper and the stats show it."""
+        if self.kind == "dealloc":
+            what = f"dealloc(0x{self.ptr:x}, size={self.size}, align={self.align})"
+        elif self.kind == "realloc":
+            what = f"realloc(0x{self.ptr:x}, old_size={self.old_size}, align={self.align}, new_size={self.size})"
+        else:
+            what = f"{self.kind}(size={self.size}, align={self.align})"
+        if self.kind not in ("dealloc", "alloc_error"):
+            what += f" -> 0x{self.result:x}" if self.returned and self.result is not None else " -> (no return)"
+        return f"#{self.seq} {what} from {self.caller}"
