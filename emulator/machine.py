@@ -299,7 +299,12 @@ class Machine:
 
     _calling = False
 
-    def call(self, function: str | int, *args: int, max_insns: int = 50_000_000) -> int:
+    def call_sret(self, function: str | int, size: int, *args: int) -> bytes:
+        """Call a function that returns a struct larger than 16 bytes (System V: through a
+        hidden pointer in rdi to memory the caller provides); returns the struct's bytes."""
+        return self.call(function, *args, sret=size)[1]
+
+    def call(self, function: str | int, *args: int, max_insns: int = 50_000_000, sret: int = 0):
         """Run a guest function (System V ABI, up to 6 integer arguments) to its return; returns rax.
 
         Works on the kernel's CPU as the run left it (page tables, heap), below the current stack,
@@ -314,7 +319,13 @@ class Machine:
         saved = uc.context_save()
         stop, exit_pc = self._stop, self._exit_pc
         vm = self.virtual(uc)
-        rsp = ((cpu_state.read(uc, "rsp") - 4096) & ~0xF) - 8  # below the red zone; aligned as after a call
+        rsp = (cpu_state.read(uc, "rsp") - 4096) & ~0xF  # well below the red zone
+        result_at = None
+        if sret:
+            rsp -= (sret + 15) & ~0xF
+            result_at = rsp
+            args = (result_at, *args)
+        rsp -= 8  # aligned as right after a call
         self.memory.write(vm.translate(rsp), CALL_RETURN.to_bytes(8, "little"))
         for reg, value in zip(("rdi", "rsi", "rdx", "rcx", "r8", "r9"), args):
             cpu_state.write(uc, reg, value & (2**64 - 1))
@@ -335,6 +346,8 @@ class Machine:
             raise GuestCallError(f"{self.image.symbols.describe(address)} did not return: {failed.detail}", failed.fault)
         if rip != CALL_RETURN:
             raise GuestCallError(f"{self.image.symbols.describe(address)} did not return within {max_insns} instructions")
+        if result_at is not None:
+            return rax, vm.read(result_at, sret)
         return rax
 
     # -- stops ----------------------------------------------------------------------------

@@ -1,0 +1,194 @@
+"""The Python API: boot an image, get back everything the run did.
+
+    from emulator import boot
+    run = boot("images/kernel.elf", cmdline="allocator=bump")
+    assert run.exit_code == 0
+    assert run.heap.stats().used == sum(b.size for b in run.heap.blocks())  # bump: no padding here
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checker import HeapChecker, Violation
+from .eventheap import EventHeap, LiveBlock
+from .events import AllocEvent, HeapState
+from .guestheap import GuestHeap, GuestHeapState
+from .machine import BootConfig, Machine, RunResult, StopReason
+from .session import DEFAULT_FIRMWARE, prepare
+from .symbols import SymbolTable
+from .tracefile import TraceWriter
+from .tracer import AllocationTracer
+
+
+@dataclass(frozen=True)
+class HeapViews:
+    """The heap at the end of the run, three ways (issue: views must agree)."""
+
+    events: EventHeap  # (a) from the allocation events, any kernel
+    guest: GuestHeapState | None  # (b) from the guest's own allocator structures, our kernel
+    kernel_stats: tuple[int, int, int] | None  # (c) the kernel's own heap_stats(): (heap_size, used, free)
+
+    def stats(self) -> GuestHeapState | None:
+        return self.guest
+
+    def blocks(self) -> list[LiveBlock]:
+        return self.events.blocks()
+
+    def free_list(self) -> list[tuple[int, int]]:
+        return [] if self.guest is None else list(self.guest.free_list)
+
+    @property
+    def peak_used(self) -> int:
+        return self.events.peak_live_bytes
+
+    def leaks(self) -> list[LiveBlock]:
+        return self.events.blocks()
+
+    @property
+    def views_agree(self) -> bool | None:
+        if self.guest is None or self.kernel_stats is None:
+            return None
+        return (self.guest.heap_size, self.guest.used, self.guest.free) == self.kernel_stats
+
+
+@dataclass(frozen=True)
+class BootRun:
+    result: RunResult
+    events: tuple[AllocEvent, ...]
+    violations: tuple[Violation, ...]
+    heap: HeapViews
+    machine: Machine
+
+    @property
+    def exit_code(self) -> int:
+        return self.result.exit_code
+
+    @property
+    def stop_reason(self) -> StopReason:
+        return self.result.stop_reason
+
+    @property
+    def serial(self) -> str:
+        return self.result.serial.decode("utf-8", errors="replace")
+
+    @property
+    def symbols(self) -> SymbolTable:
+        return self.machine.image.symbols
+
+    @property
+    def memory(self):
+        """Guest virtual memory as the run left it: `run.memory.read(va, n)`."""
+        return self.machine.virtual()
+
+    def call(self, function: str | int, *args: int) -> int:
+        return self.machine.call(function, *args)
+
+
+class TracedBoot:
+    """A machine with the allocation tracer, checker and trace file wired together."""
+
+    def __init__(
+        self,
+        image: str | Path,
+        config: BootConfig = BootConfig(),
+        *,
+        firmware: str | Path = DEFAULT_FIRMWARE,
+        trace_path: str | Path | None = None,
+        check: bool = True,
+        backtrace_depth: int = 8,
+        on_serial: Callable[[bytes], None] | None = None,
+        on_event: Callable[[AllocEvent], None] | None = None,
+    ) -> None:
+        self.events: list[AllocEvent] = []
+        self.heap = EventHeap()
+        self._on_event = on_event
+        self.machine = prepare(image, config, firmware=firmware, on_serial=on_serial,
+                               kernel_instruments=(self._attach,))
+        symbols = self.machine.image.symbols
+        self.guest_heap = GuestHeap.find(symbols)
+        self.checker = HeapChecker(self.heap, self.guest_heap.heap_range(self.machine.memory) if self.guest_heap else None) if check else None
+        self.tracer = AllocationTracer(symbols, self._counters, self._read_virtual, self._record, backtrace_depth)
+        self.writer = None
+        if trace_path is not None:
+            self.writer = TraceWriter(trace_path, {
+                "image": str(image), "image_sha256": self.machine.image.sha256, "cmdline": config.cmdline,
+                "allocator": None, "entry_points": sorted(name for _, (name, _) in self.tracer.entry_points.items()),
+            })
+        self._reported = 0
+
+    def _attach(self, uc) -> None:
+        self.tracer.attach(uc)
+
+    def _counters(self) -> tuple[int, int]:
+        acc = self.machine.accounting
+        return self.machine.total_instructions, acc.cycles if acc else 0
+
+    def _read_virtual(self, va: int, size: int) -> bytes:
+        return self.machine.virtual().read(va, size)
+
+    def _record(self, event: AllocEvent) -> None:
+        if self.checker is not None:
+            self.checker.check(event)
+        self.heap.apply(event)
+        guest = self.guest_heap.read(self.machine.virtual()) if self.guest_heap else None
+        event = event.with_heap(HeapState(
+            used=guest.used if guest else None, free=guest.free if guest else None,
+            free_blocks=guest.free_blocks if guest else None,
+            live_blocks=self.heap.live_blocks, live_bytes=self.heap.live_bytes,
+        ))
+        if guest is not None and guest.problems and self.checker is not None:
+            for problem in guest.problems:
+                self.checker.guest_problem(event, problem)
+        self.events.append(event)
+        if self.writer is not None:
+            self.writer.event(event)
+            self._flush_violations()
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def _flush_violations(self) -> None:
+        if self.checker is None or self.writer is None:
+            return
+        for violation in self.checker.violations[self._reported :]:
+            self.writer.violation(violation.to_json())
+        self._reported = len(self.checker.violations)
+
+    def run(self) -> BootRun:
+        try:
+            result = self.machine.run()
+        finally:
+            self.tracer.finish()
+        guest = self.guest_heap.read(self.machine.virtual()) if self.guest_heap and self.machine.uc else None
+        kernel_stats = self.guest_heap.kernel_stats(self.machine) if self.guest_heap and result.stop_reason is StopReason.EXIT else None
+        views = HeapViews(self.heap, guest, kernel_stats)
+        if self.checker is not None and views.views_agree is False and self.events:
+            self.checker.guest_problem(self.events[-1], f"guest structures say {(guest.heap_size, guest.used, guest.free)}, "
+                                       f"heap_stats() says {kernel_stats}", kind="views-disagree")
+        if self.writer is not None:
+            self._flush_violations()
+            self.writer.close({"stop_reason": result.stop_reason.value, "exit_code": result.exit_code,
+                               "instructions": result.instructions, "cycles": result.cycles,
+                               "live_blocks": self.heap.live_blocks, "live_bytes": self.heap.live_bytes})
+        violations = tuple(self.checker.violations) if self.checker else ()
+        return BootRun(result, tuple(self.events), violations, views, self.machine)
+
+
+def boot(
+    image: str | Path = "images/kernel.elf",
+    cmdline: str | None = "",
+    *,
+    memory_mib: int = 128,
+    max_insns: int | None = None,
+    timeout: float | None = None,
+    trace_path: str | Path | None = None,
+    check: bool = True,
+    backtrace_depth: int = 8,
+    firmware: str | Path = DEFAULT_FIRMWARE,
+) -> BootRun:
+    """Boot `image` with allocation tracing and return the finished run."""
+    config = BootConfig(cmdline=cmdline, memory_mib=memory_mib, max_insns=max_insns, timeout=timeout)
+    return TracedBoot(image, config, firmware=firmware, trace_path=trace_path, check=check,
+                      backtrace_depth=backtrace_depth).run()
