@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--cmdline", default="", help="kernel command line when booting an image")
     step.add_argument("--memory", type=_positive_int, default=128, metavar="MIB", help="RAM size in MiB")
     step.add_argument("--firmware", default=str(DEFAULT_FIRMWARE), metavar="ROM", help="BIOS ROM image (64 KiB)")
+
+    bench = sub.add_parser("bench", help="host speed ratios and the kernel's in-guest benchmarks, in one run")
+    bench.add_argument("image", nargs="?", default="images/kernel.elf", help="kernel image (default images/kernel.elf)")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
+    bench.add_argument("--firmware", default=str(DEFAULT_FIRMWARE), metavar="ROM", help="BIOS ROM image (64 KiB)")
+    bench.add_argument("--iterations", type=_positive_int, default=3_000_000, metavar="N", help="loop iterations for the MIPS workload")
     return parser
 
 

@@ -142,7 +142,48 @@ def cmd_step(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"boot": cmd_boot, "trace": cmd_trace, "stats": cmd_stats, "step": cmd_step}
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from . import bench
+
+    console = Console(stderr=True)
+    steps = [("MIPS workload", lambda: bench.loop_speeds(args.iterations)),
+             ("boot, plain and traced", lambda: bench.boot_speeds(Path(args.image), "", Path(args.firmware))),
+             ("in-guest benchmarks", lambda: bench.guest_run(Path(args.image), Path(args.firmware)))]
+    results = []
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("bench", total=len(steps))
+        for label, step in steps:
+            progress.update(task, description=label)
+            results.append(step())
+            progress.advance(task)
+    loop, boots, guest = results
+    report = bench.report(loop, boots, guest)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    out = Console()
+    table = Table(title="host speed (same run)")
+    for column in ("workload", "instructions", "seconds", "MIPS", "ratio"):
+        table.add_column(column, justify="left" if column == "workload" else "right")
+    for row in report["host"]:
+        table.add_row(row["name"], f"{row['instructions']:,}", f"{row['seconds']:.3f}", f"{row['mips']:.1f}", f"{row['ratio']:.2f}")
+    out.print(table)
+    if report["guest"]:
+        table = Table(title="in-guest benchmarks (cycles from the model, rdtsc in the guest)")
+        keys = sorted({k for row in report["guest"] for k in row} - {"name"})
+        table.add_column("name")
+        for key in keys:
+            table.add_column(key, justify="right")
+        for row in report["guest"]:
+            table.add_row(row["name"], *(str(row.get(k, "")) for k in keys))
+        out.print(table)
+    return 0
+
+
+COMMANDS = {"boot": cmd_boot, "trace": cmd_trace, "stats": cmd_stats, "step": cmd_step, "bench": cmd_bench}
 
 
 def run_command(args: argparse.Namespace) -> int:
