@@ -1,0 +1,556 @@
+"""Exact retired-instruction counts and a deterministic AMD Zen 4 cycle model for a Unicorn CPU.
+
+Hook design (why it looks like this): Unicorn has no instruction counter, and a Python hook per
+block, instruction or memory access slows it 10–50× (DESIGN.md §6). So every per-block and
+per-access callback is C (`emulator/native/cyclemodel.c`, built by `pip install` as
+`emulator._cyclemodel` and loaded with ctypes), registered directly with libunicorn's
+`uc_hook_add` from the same library the `unicorn` package loaded:
+
+* `UC_HOOK_BLOCK` counts each executed block's instructions, adds its base cost, touches its
+  code lines in the L1I, evaluates the branch that ended the *previous* block (gshare direction,
+  BTB, return stack) against the address actually reached, and enforces the instruction budget.
+* `UC_HOOK_MEM_READ|WRITE` feeds the L1D/L2/L3 caches and the L1/L2 DTLB (virtual pages) and
+  notices writes into lines that hold decoded code (self-modifying code: those blocks are
+  forgotten and decoded again when Unicorn re-translates them).
+* `UC_HOOK_INSN` for `rdtsc`/`rdtscp` (the Python binding refuses these; the C API accepts them)
+  makes guest time the model's cycle count.
+* `UC_HOOK_INTR`, `UC_HOOK_INSN_INVALID` and the invalid-memory hooks only note that the current
+  block stopped early (they never handle anything; the machine's hooks still decide).
+
+Python runs only when the block hook meets a block it has not seen (keyed by address and size):
+it decodes the block with capstone, classifies each instruction, computes the block's cost and
+hands it down (`cm_add_block`). Costs are millicycles internally; `cycles` is the integer part.
+
+Counting rules: a block is counted when it starts; `finish(stop_pc)` takes back the
+instructions from `stop_pc` on when execution stopped inside the last block (fault, `hlt`,
+`emu_stop` from a hook). QEMU runs one iteration of a `rep` string instruction per execution of
+a block that starts at it, so such re-executions count no instruction (a `rep` instruction
+counts once, when its first iteration begins) and cost `rep_iteration`. With a budget,
+execution stops at the first block boundary where the count has reached it (the count may pass
+it by less than one block).
+
+Guest time: `rdtsc` at instruction I returns the model's cycle count *at I*: the integer part
+of the cost of every instruction retired before I (base costs and every penalty charged so far,
+including the miss penalties of I's own block's earlier instructions and the branch and fetch
+penalties of entering I's block), which is exactly `cycles` had execution stopped before I.
+`rdtscp` does the same and sets ECX (TSC_AUX) to 0.
+
+Block cost: max(Σ reciprocal throughput, longest register dependency chain in the block, with
+the L1D latency on every memory read); each instruction's share is proportional to its
+throughput. Caches are LRU, 64-byte lines, indexed by guest virtual address; a miss costs the
+serving level's latency minus the L1D latency. All parameters, with sources, are in
+`cycle_model.toml`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import tomllib
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs, CsError
+from capstone import x86_const as cx
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_MEM_READ, \
+    UC_HOOK_MEM_WRITE, UC_HOOK_MEM_INVALID, UC_PROT_EXEC, Uc, UcError
+from unicorn import x86_const as ux
+from unicorn.unicorn_py3.unicorn import uclib
+
+DEFAULT_PARAMS = Path(__file__).with_name("cycle_model.toml")
+
+K_NONE, K_COND, K_JMP, K_JMP_IND, K_CALL, K_CALL_IND, K_RET = range(7)
+_COUNTERS = ("base_mc", "l1_misses", "l2_misses", "l3_misses", "l1i_misses", "dtlb_misses", "page_walks",
+             "branch_mispredicts", "btb_misses", "rep_iterations", "memory_mc", "tlb_mc", "branch_mc", "fetch_mc",
+             "loads", "stores", "branches")
+
+
+class CycleModelError(RuntimeError):
+    """The native cycle model is missing or failed; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class InsnClass:
+    latency: float
+    throughput: float
+
+
+@dataclass(frozen=True)
+class CycleParams:
+    """The Zen 4 model's figures (cycles unless named otherwise); see cycle_model.toml."""
+    clock_ghz: float
+    line: int
+    l1d: tuple[int, int]   # size, ways
+    l1i: tuple[int, int]
+    l2: tuple[int, int]
+    l3: tuple[int, int]
+    l1_latency: float
+    l2_latency: float
+    l3_latency: float
+    dram_latency: float
+    store_miss_fraction: float
+    dtlb1_entries: int
+    dtlb2_entries: int
+    dtlb2_ways: int
+    dtlb2_hit: float
+    page_walk: float
+    mispredict: float
+    btb_miss: float
+    bp_table_bits: int
+    bp_history_bits: int
+    btb_bits: int
+    ras_entries: int
+    classes: dict[str, InsnClass] = field(default_factory=dict)
+    rep_iteration: dict[str, float] = field(default_factory=dict)  # movs/stos per byte, others per element
+
+
+def load_params(path: str | Path | None = None) -> CycleParams:
+    """Read the model's parameters (default: emulator/cycle_model.toml)."""
+    path = Path(path) if path is not None else DEFAULT_PARAMS
+    try:
+        d = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CycleModelError(f"cannot read the cycle model parameters {path}: {exc}") from exc
+    try:
+        c, t, b = d["cache"], d["tlb"], d["branch"]
+        classes = {name: InsnClass(float(v["latency"]), float(v["throughput"]))
+                   for name, v in d["classes"].items() if isinstance(v, dict)}
+        return CycleParams(
+            clock_ghz=float(d["clock"]["ghz"]), line=int(c["line"]),
+            l1d=(int(c["l1d"]["size"]), int(c["l1d"]["ways"])), l1i=(int(c["l1i"]["size"]), int(c["l1i"]["ways"])),
+            l2=(int(c["l2"]["size"]), int(c["l2"]["ways"])), l3=(int(c["l3"]["size"]), int(c["l3"]["ways"])),
+            l1_latency=float(c["l1d"]["latency"]), l2_latency=float(c["l2"]["latency"]),
+            l3_latency=float(c["l3"]["latency"]), dram_latency=float(c["dram"]["latency"]),
+            store_miss_fraction=float(c["store"]["miss_fraction"]),
+            dtlb1_entries=int(t["l1_entries"]), dtlb2_entries=int(t["l2_entries"]), dtlb2_ways=int(t["l2_ways"]),
+            dtlb2_hit=float(t["l2_hit"]), page_walk=float(t["page_walk"]),
+            mispredict=float(b["mispredict"]), btb_miss=float(b["btb_miss"]), bp_table_bits=int(b["table_bits"]),
+            bp_history_bits=int(b["history_bits"]), btb_bits=int(b["btb_bits"]), ras_entries=int(b["ras_entries"]),
+            classes=classes,
+            rep_iteration={k: float(v) for k, v in d["rep_iteration"].items() if not isinstance(v, str)},
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CycleModelError(f"{path}: missing or malformed cycle model parameter {exc}") from exc
+
+
+def _mc(cycles: float) -> int:
+    return int(round(cycles * 1000))
+
+
+class _CParams(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int64) for name in (
+        "l1d_sets", "l1d_ways", "l1i_sets", "l1i_ways", "l2_sets", "l2_ways", "l3_sets", "l3_ways",
+        "l2_hit", "l3_hit", "dram", "store_miss_permille", "dtlb1_entries", "dtlb2_sets", "dtlb2_ways",
+        "dtlb2_hit", "page_walk", "bp_table_bits", "bp_history_bits", "btb_bits", "ras_entries",
+        "mispredict", "btb_miss", "mode")]
+
+
+def _native() -> ctypes.CDLL:
+    try:
+        from . import _cyclemodel
+    except ImportError as exc:
+        raise CycleModelError("the native cycle model is not built: run `pip install -e .` in the project "
+                              "(it compiles emulator/native/cyclemodel.c; a C compiler is needed)") from exc
+    lib = ctypes.CDLL(_cyclemodel.__file__)
+    p, u64, u32, i32, i = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int32, ctypes.c_int
+    sigs = {
+        "cm_new": (p, [ctypes.POINTER(_CParams), p, p, p, p]), "cm_free": (None, [p]),
+        "cm_add_block": (i, [p, u64, u32, u32, ctypes.POINTER(u32), ctypes.POINTER(u32), i, u64, i, i, u64]),
+        "cm_set_budget": (None, [p, i, u64]), "cm_finish": (None, [p, u64]),
+        "cm_instructions": (u64, [p]), "cm_cycles": (u64, [p]), "cm_millicycles": (u64, [p]),
+        "cm_error": (i, [p]), "cm_counters": (None, [p, ctypes.POINTER(u64)]), "cm_ncounters": (i, []),
+        "cm_nblocks": (i32, [p]), "cm_block_profile": (None, [p, i32, ctypes.POINTER(u64)]),
+        "cm_invalidate": (None, [p, u64, u64]),
+    }
+    for name, (res, args) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    for name in ("cm_hook_block", "cm_hook_mem", "cm_hook_rdtsc", "cm_hook_rdtscp", "cm_hook_intr",
+                 "cm_hook_invalid", "cm_hook_mem_invalid"):
+        getattr(lib, name).restype = p
+    if lib.cm_ncounters() != len(_COUNTERS):
+        raise CycleModelError("emulator._cyclemodel is out of date: run `pip install -e .` again")
+    return lib
+
+
+def _uc_fn(name: str) -> int:
+    """A libunicorn function from the library the unicorn package loaded, as a raw address."""
+    return ctypes.cast(getattr(uclib, name), ctypes.c_void_p).value
+
+
+_DECODE_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64, ctypes.c_uint32)
+_VMEM_READ = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_void_p,
+                              ctypes.c_size_t)(("uc_vmem_read", uclib))
+
+# -- instruction classification --------------------------------------------------------------
+
+_GPR = {}
+for _full, _names in {
+    "rax": "eax ax al ah", "rbx": "ebx bx bl bh", "rcx": "ecx cx cl ch", "rdx": "edx dx dl dh",
+    "rsi": "esi si sil", "rdi": "edi di dil", "rbp": "ebp bp bpl", "rsp": "esp sp spl",
+    "rflags": "eflags flags",
+}.items():
+    for _n in [_full, *_names.split()]:
+        _GPR[_n] = _full
+for _k in range(8, 16):
+    for _suffix in ("", "d", "w", "b"):
+        _GPR[f"r{_k}{_suffix}"] = f"r{_k}"
+
+_STRING = ("movs", "stos", "lods", "cmps", "scas")
+_SYSTEM = {"lgdt", "lidt", "lldt", "ltr", "sgdt", "sidt", "wrmsr", "rdmsr", "invlpg", "cli", "sti", "hlt",
+           "iret", "iretd", "iretq", "ljmp", "lcall", "retf", "retfq", "int", "int3", "into", "int1", "syscall",
+           "sysret", "sysretq", "swapgs", "wbinvd", "invd", "clts", "lmsw", "sysenter", "sysexit", "xsetbv",
+           "xgetbv", "rsm", "ud2", "pushf", "popf", "pushfd", "popfd", "pushfq", "popfq"}
+_SEGMENT = {"cs", "ds", "es", "fs", "gs", "ss"}
+_SHIFTS = {"shl", "shr", "sar", "sal", "rol", "ror", "rcl", "rcr", "shld", "shrd", "shlx", "shrx", "sarx",
+           "rorx"}
+
+
+@dataclass
+class _Decoded:
+    cls: str
+    kind: int = K_NONE
+    target: int = 0
+    rep: str | None = None   # string kind of a rep-prefixed string instruction
+    rep_bytes: int = 1
+    reads_mem: bool = False
+
+
+def _classify(insn) -> _Decoded:
+    words = insn.mnemonic.split()
+    m = words[-1]
+    prefixes = set(insn.prefix)
+    ops = insn.operands
+    mem_ops = [o for o in ops if o.type == cx.X86_OP_MEM]
+    touches_mem = bool(mem_ops) and m not in ("lea", "nop") and not m.startswith("prefetch")
+    reads_mem = touches_mem and (any(o.access & 1 for o in mem_ops) or m.startswith(("pop", "ret")))
+    writes_mem = touches_mem and any(o.access & 2 for o in mem_ops)
+    reg_names = {insn.reg_name(o.reg) for o in ops if o.type == cx.X86_OP_REG}
+    groups = set(insn.groups)
+    d = _Decoded("other", reads_mem=reads_mem or m.startswith(("pop", "ret")))
+
+    if cx.X86_GRP_JUMP in groups and m != "ljmp":
+        imm = ops and ops[0].type == cx.X86_OP_IMM
+        d.cls = "branch"
+        d.kind = (K_JMP if imm else K_JMP_IND) if m == "jmp" else K_COND
+        d.target = ops[0].imm if imm else 0
+        return d
+    if cx.X86_GRP_CALL in groups and m == "call":
+        imm = ops and ops[0].type == cx.X86_OP_IMM
+        d.cls, d.kind, d.target = "call", K_CALL if imm else K_CALL_IND, ops[0].imm if imm else 0
+        return d
+    if m == "ret":
+        d.cls, d.kind = "ret", K_RET
+        return d
+    if 0xF0 in prefixes:
+        d.cls = "lock_cmpxchg" if m.startswith("cmpxchg") else "lock_rmw"
+    elif m == "xchg" and mem_ops:
+        d.cls = "xchg_mem"
+    elif m in ("mfence", "lfence", "sfence", "cpuid", "pause"):
+        d.cls = m
+    elif m in ("rdtsc", "rdtscp"):
+        d.cls = "rdtsc"
+    elif m.startswith(_STRING) and not (reg_names & {"xmm0"}) and m[:4] in _STRING and len(m) == 5:
+        if prefixes & {0xF2, 0xF3}:
+            d.cls, d.rep = "rep_string", m[:4]
+            d.rep_bytes = {"b": 1, "w": 2, "d": 4, "q": 8}.get(m[4], 1)
+        else:
+            d.cls = "string"
+    elif m in ("in", "out", "insb", "insw", "insd", "outsb", "outsw", "outsd"):
+        d.cls = "io"
+    elif m in _SYSTEM or any(r.startswith(("cr", "dr")) for r in reg_names) or \
+            (m == "mov" and ops and ops[0].type == cx.X86_OP_REG and insn.reg_name(ops[0].reg) in _SEGMENT):
+        d.cls = "system"
+    elif m.startswith("push"):
+        d.cls = "push"
+    elif m.startswith("pop"):
+        d.cls = "pop"
+    elif m in ("div", "idiv"):
+        d.cls = "div"
+    elif m in ("mul", "imul", "mulx"):
+        d.cls = "imul"
+    elif m in ("nop", "endbr64", "endbr32") or m.startswith("prefetch"):
+        d.cls = "nop"
+    elif cx.X86_GRP_FPU in groups:
+        d.cls = "x87"
+    elif any(r.startswith(("xmm", "ymm", "zmm", "mm")) for r in reg_names):
+        d.cls = "simd"
+    elif m in ("mov", "movabs", "movzx", "movsx", "movsxd"):
+        d.cls = "load" if reads_mem else "store" if writes_mem else "mov"
+    elif m == "lea":
+        d.cls = "lea"
+    elif m in _SHIFTS:
+        d.cls = "shift"
+    else:
+        d.cls = "alu"
+    return d
+
+
+def _canon(insn, regs) -> set[str]:
+    out = set()
+    for r in regs:
+        name = insn.reg_name(r)
+        if name in ("rip", "eip", "ip"):
+            continue
+        out.add(_GPR.get(name, name))
+    return out
+
+
+class _BlockCoster:
+    """Turns a decoded block into per-instruction millicycle costs (see the module docstring)."""
+
+    def __init__(self, params: CycleParams) -> None:
+        self.p = params
+        missing = {"other", "alu", "mov", "load", "store"} - params.classes.keys()
+        if missing:
+            raise CycleModelError(f"cycle model parameters lack instruction classes {sorted(missing)}")
+
+    def cost(self, insns) -> tuple[list[int], int, bool, bool, int, int]:
+        """(costs, kind, rep_last, first_rep, rep_iteration mc, target) of a block."""
+        ready: dict[str, float] = {}
+        chain = 0.0
+        thr: list[float] = []
+        decoded: list[_Decoded] = []
+        classes = self.p.classes
+        load_t, store_t = classes["load"].throughput, classes["store"].throughput
+        for insn in insns:
+            d = _classify(insn)
+            decoded.append(d)
+            c = classes.get(d.cls, classes["other"])
+            t = c.throughput
+            if d.cls in ("alu", "shift", "imul", "simd", "x87", "div") and d.reads_mem:
+                t += load_t
+            if d.cls in ("alu", "shift", "simd") and any(o.type == cx.X86_OP_MEM and o.access & 2
+                                                          for o in insn.operands):
+                t += store_t
+            thr.append(t)
+            try:
+                reads, writes = insn.regs_access()
+                reads, writes = _canon(insn, reads), _canon(insn, writes)
+            except CsError:
+                reads, writes = set(), set()
+            if d.cls in ("push", "pop", "call", "ret"):
+                reads.discard("rsp")
+                writes.discard("rsp")  # the stack engine tracks rsp without a dependency
+            ops = insn.operands
+            if insn.mnemonic in ("xor", "sub", "pxor", "xorps", "vpxor") and len(ops) == 2 and \
+                    all(o.type == cx.X86_OP_REG for o in ops) and ops[0].reg == ops[1].reg:
+                reads = set()  # zero idiom: no input dependency
+            start = max((ready.get(r, 0.0) for r in reads), default=0.0)
+            done = start + c.latency + (self.p.l1_latency if d.reads_mem else 0.0)
+            for r in writes:
+                ready[r] = done
+            chain = max(chain, done)
+        total = max(sum(thr), chain)
+        total_mc = _mc(total)
+        sum_t = sum(thr) or 1.0
+        costs, acc = [], 0
+        for i, t in enumerate(thr):
+            share = total_mc - acc if i == len(thr) - 1 else int(total_mc * t / sum_t)
+            costs.append(share)
+            acc += share
+        last = decoded[-1]
+        rep_mc = 0
+        if last.rep is not None:
+            rate = self.p.rep_iteration.get(last.rep, 1.0)
+            rep_mc = _mc(rate * last.rep_bytes if last.rep in ("movs", "stos") else rate)
+        return costs, last.kind, last.rep is not None, decoded[0].rep is not None, rep_mc, last.target
+
+
+# -- the accounting object ---------------------------------------------------------------------
+
+def _release(lib, uch, handles, state) -> None:
+    for h in handles:
+        uclib.uc_hook_del(uch, h)
+    handles.clear()
+    lib.cm_free(state)
+
+
+class CycleAccounting:
+    """Native instruction counting and Zen 4 cycle accounting for one Unicorn x86 instance."""
+
+    def __init__(self, uc: Uc, params: CycleParams | None = None, mode: int = 64) -> None:
+        if mode not in (16, 32, 64):
+            raise ValueError(f"mode must be 16, 32 or 64 (the Unicorn instance's mode), not {mode}")
+        self._uc = uc
+        self._mode = mode
+        self.params = params or load_params()
+        self._coster = _BlockCoster(self.params)
+        self._lib = _native()
+        self._cs = {bits: Cs(CS_ARCH_X86, m) for bits, m in ((16, CS_MODE_16), (32, CS_MODE_32), (64, CS_MODE_64))}
+        for cs in self._cs.values():
+            cs.detail = True
+        self._decode_cb = _DECODE_CB(self._decode)
+        self._decode_error: BaseException | None = None
+        p = self.params
+
+        def sets(size_ways):
+            size, ways = size_ways
+            return size // p.line // ways, ways
+        cp = _CParams()
+        cp.l1d_sets, cp.l1d_ways = sets(p.l1d)
+        cp.l1i_sets, cp.l1i_ways = sets(p.l1i)
+        cp.l2_sets, cp.l2_ways = sets(p.l2)
+        cp.l3_sets, cp.l3_ways = sets(p.l3)
+        cp.l2_hit = _mc(p.l2_latency - p.l1_latency)
+        cp.l3_hit = _mc(p.l3_latency - p.l1_latency)
+        cp.dram = _mc(p.dram_latency - p.l1_latency)
+        cp.store_miss_permille = int(round(p.store_miss_fraction * 1000))
+        cp.dtlb1_entries = p.dtlb1_entries
+        cp.dtlb2_sets, cp.dtlb2_ways = p.dtlb2_entries // p.dtlb2_ways, p.dtlb2_ways
+        cp.dtlb2_hit, cp.page_walk = _mc(p.dtlb2_hit), _mc(p.page_walk)
+        cp.bp_table_bits, cp.bp_history_bits, cp.btb_bits = p.bp_table_bits, p.bp_history_bits, p.btb_bits
+        cp.ras_entries = p.ras_entries
+        cp.mispredict, cp.btb_miss = _mc(p.mispredict), _mc(p.btb_miss)
+        cp.mode = 64 if mode == 64 else 16
+        self._state = self._lib.cm_new(ctypes.byref(cp), _uc_fn("uc_reg_read"), _uc_fn("uc_reg_write"),
+                                       _uc_fn("uc_emu_stop"), ctypes.cast(self._decode_cb, ctypes.c_void_p))
+        if not self._state:
+            raise CycleModelError("the native cycle model refused its parameters (check cycle_model.toml)")
+        self._handles: list[int] = []
+        self._finalizer = weakref.finalize(self, _release, self._lib, uc._uch, self._handles, self._state)
+        self._keep_uc = uc  # the finalizer must run while the engine is open
+
+    # -- hooks --
+
+    def attach(self, memory: bool = True) -> None:
+        """Register the native hooks (memory=False: count instructions and blocks only)."""
+        if self._handles:
+            return
+        lib, st = self._lib, ctypes.c_void_p(self._state)
+        self._add(UC_HOOK_BLOCK, lib.cm_hook_block(), st)
+        if memory:
+            self._add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, lib.cm_hook_mem(), st)
+        self._add(UC_HOOK_INSN, lib.cm_hook_rdtsc(), st, ux.UC_X86_INS_RDTSC)
+        self._add(UC_HOOK_INSN, lib.cm_hook_rdtscp(), st, ux.UC_X86_INS_RDTSCP)
+        self._add(UC_HOOK_INTR, lib.cm_hook_intr(), st)
+        self._add(UC_HOOK_INSN_INVALID, lib.cm_hook_invalid(), st)
+        self._add(UC_HOOK_MEM_INVALID, lib.cm_hook_mem_invalid(), st)
+
+    def _add(self, kind: int, fn: int, st, *extra) -> None:
+        handle = ctypes.c_size_t()
+        args = [ctypes.c_int(e) for e in extra]
+        err = uclib.uc_hook_add(self._uc._uch, ctypes.byref(handle), kind, ctypes.c_void_p(fn), st,
+                                ctypes.c_uint64(1), ctypes.c_uint64(0), *args)
+        if err != 0:
+            raise CycleModelError(f"Unicorn refused a native hook (type {kind}): {UcError(err)}")
+        self._handles.append(handle.value)
+
+    def detach(self) -> None:
+        """Remove the native hooks; the counts stay readable."""
+        for h in self._handles:
+            uclib.uc_hook_del(self._uc._uch, h)
+        self._handles.clear()
+
+    def _decode(self, address: int, size: int) -> int:
+        try:
+            code = self._read_code(address, size)
+            cs = self._cs[self._code_bits()]
+            insns = list(cs.disasm(code, address))
+            if sum(i.size for i in insns) != size:
+                # Unicorn translated bytes capstone cannot decode (e.g. a block ending in an
+                # invalid opcode): count what capstone decodes, one instruction at least.
+                insns = insns or []
+            if not insns:
+                offs, costs, kind, rep_last, first_rep, rep_mc, target = [0], [_mc(1)], K_NONE, 0, 0, 0, 0
+            else:
+                costs, kind, rep_last, first_rep, rep_mc, target = self._coster.cost(insns)
+                offs = [i.address - address for i in insns]
+            n = len(offs)
+            arr = ctypes.c_uint32 * n
+            if self._lib.cm_add_block(self._state, address, size, n, arr(*offs), arr(*costs), kind, target & (2**64 - 1),
+                                      int(rep_last), int(first_rep), rep_mc) < 0:
+                raise CycleModelError("out of memory for decoded blocks")
+            return 0
+        except BaseException as exc:  # never let an exception unwind into Unicorn's C frames
+            self._decode_error = exc
+            return 1
+
+    def _read_code(self, address: int, size: int) -> bytes:
+        buf = ctypes.create_string_buffer(size)
+        if size and _VMEM_READ(self._uc._uch, address, UC_PROT_EXEC, buf, size) == 0:
+            return buf.raw
+        return bytes(self._uc.mem_read(address, size))
+
+    def _code_bits(self) -> int:
+        """16, 32 or 64: the current code segment's size, read from the CPU and its GDT."""
+        uc = self._uc
+        if not uc.reg_read(ux.UC_X86_REG_CR0) & 1:
+            return 16
+        default = 64 if self._mode == 64 else 32
+        try:
+            sel = uc.reg_read(ux.UC_X86_REG_CS) & 0xFFF8
+            if not sel:
+                return default  # Unicorn's initial long-mode state: CS = 0 with 64-bit attributes
+            _, base, _, _ = uc.reg_read(ux.UC_X86_REG_GDTR)
+            flags = self._read_desc(base + sel)[6]
+            long_mode = self._mode == 64 and uc.msr_read(0xC0000080) & (1 << 10)
+            if flags & 0x20 and long_mode:
+                return 64
+            return 32 if flags & 0x40 else 16
+        except (UcError, IndexError, ValueError):
+            return default
+
+    def _read_desc(self, address: int) -> bytes:
+        buf = ctypes.create_string_buffer(8)
+        if _VMEM_READ(self._uc._uch, address, 1, buf, 8) == 0:
+            return buf.raw
+        return bytes(self._uc.mem_read(address, 8))
+
+    # -- control --
+
+    def set_budget(self, n: int | None) -> None:
+        """Stop emulation at the first block boundary where `n` instructions have retired."""
+        self._lib.cm_set_budget(self._state, 0 if n is None else 1, 0 if n is None else max(n, 0))
+
+    def finish(self, stop_pc: int) -> None:
+        """Call after emu_start returns, with the PC where execution stopped."""
+        self._lib.cm_finish(self._state, stop_pc & (2**64 - 1))
+        self._raise_decode_error()
+
+    def forget_code(self, address: int, size: int) -> None:
+        """The host rewrote guest code at [address, address+size): decode those blocks again."""
+        self._lib.cm_invalidate(self._state, address, address + size)
+
+    def _raise_decode_error(self) -> None:
+        if self._decode_error is not None or self._lib.cm_error(self._state):
+            exc, self._decode_error = self._decode_error, None
+            raise CycleModelError(f"the cycle model could not decode a guest block: {exc}") from exc
+
+    # -- results --
+
+    @property
+    def instructions(self) -> int:
+        return self._lib.cm_instructions(self._state)
+
+    @property
+    def cycles(self) -> int:
+        return self._lib.cm_cycles(self._state)
+
+    def _counters(self) -> dict[str, int]:
+        out = (ctypes.c_uint64 * len(_COUNTERS))()
+        self._lib.cm_counters(self._state, out)
+        return dict(zip(_COUNTERS, out))
+
+    def breakdown(self) -> dict[str, int]:
+        """Where the cycles went (cycle figures are whole cycles; the rest are event counts)."""
+        c = self._counters()
+        out = {"base": c["base_mc"] // 1000, "memory_stall": c["memory_mc"] // 1000,
+               "tlb_stall": c["tlb_mc"] // 1000, "branch_stall": c["branch_mc"] // 1000,
+               "fetch_stall": c["fetch_mc"] // 1000}
+        for key in ("l1_misses", "l2_misses", "l3_misses", "l1i_misses", "dtlb_misses", "page_walks",
+                    "branch_mispredicts", "btb_misses", "rep_iterations", "loads", "stores", "branches"):
+            out[key] = c[key]
+        return out
+
+    def profile(self) -> dict[int, tuple[int, int]]:
+        """Block start address -> (instructions, cycles) spent in blocks starting there."""
+        acc: dict[int, list[int]] = {}
+        row = (ctypes.c_uint64 * 3)()
+        for i in range(self._lib.cm_nblocks(self._state)):
+            self._lib.cm_block_profile(self._state, i, row)
+            if row[1] or row[2]:
+                entry = acc.setdefault(row[0], [0, 0])
+                entry[0] += row[1]
+                entry[1] += row[2]
+        return {addr: (n, mc // 1000) for addr, (n, mc) in sorted(acc.items())}

@@ -1,0 +1,575 @@
+/* Native instruction counter and Zen 4 cycle model behind emulator/cycles.py.
+ *
+ * Unicorn calls the hooks below directly (registered from Python with uc_hook_add through
+ * ctypes), so nothing runs in Python per instruction or per memory access.  Python is called
+ * back only when a block is seen for the first time (it decodes the block with capstone and
+ * hands per-instruction data down with cm_add_block).  The Unicorn functions the hooks need
+ * (uc_reg_read, uc_reg_write, uc_emu_stop) are passed in as addresses from the libunicorn that
+ * the Python package loaded, so this object links against nothing but libc.
+ *
+ * Costs are kept in millicycles (1/1000 cycle) so that throughput-bound instructions can cost
+ * a fraction of a cycle; reported cycles are the integer part.  Every decision depends only on
+ * guest addresses and guest behaviour, never on host addresses or host time.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Unicorn ABI pieces (unicorn/unicorn.h, x86.h of 2.1.4). */
+typedef void uc_engine;
+typedef int (*uc_reg_rw_t)(uc_engine *, int, void *);
+typedef int (*uc_emu_stop_t)(uc_engine *);
+#define UC_MEM_READ 16
+#define UC_MEM_WRITE 17
+#define UC_X86_REG_CS 11
+#define UC_X86_REG_EAX 19
+#define UC_X86_REG_ECX 22
+#define UC_X86_REG_EDX 24
+#define UC_X86_REG_EIP 26
+#define UC_X86_REG_RIP 41
+#define UC_X86_REG_CR0 50
+
+/* Control-transfer kind of a block's last instruction (mirrored in cycles.py). */
+enum { K_NONE = 0, K_COND = 1, K_JMP = 2, K_JMP_IND = 3, K_CALL = 4, K_CALL_IND = 5, K_RET = 6 };
+
+/* Model parameters, all int64, same order as CParams in cycles.py. */
+typedef struct {
+    int64_t l1d_sets, l1d_ways, l1i_sets, l1i_ways, l2_sets, l2_ways, l3_sets, l3_ways;
+    int64_t l2_hit, l3_hit, dram;              /* penalties over an L1 hit, millicycles */
+    int64_t store_miss_permille;               /* share of a miss penalty a store pays */
+    int64_t dtlb1_entries, dtlb2_sets, dtlb2_ways;
+    int64_t dtlb2_hit, page_walk;              /* millicycles */
+    int64_t bp_table_bits, bp_history_bits, btb_bits, ras_entries;
+    int64_t mispredict, btb_miss;              /* millicycles */
+    int64_t mode;                              /* 16 or 64 */
+} cm_params;
+
+typedef struct {
+    uint64_t addr, target, last_pc;
+    uint64_t base;             /* millicycles of all instructions (L1 hits, predicted branches) */
+    uint64_t rep_iter;         /* millicycles per further iteration of a trailing rep instruction */
+    uint64_t prof_insns, prof_mc;
+    uint32_t size, n, pool;    /* pool: index of n offsets and n+1 cost prefixes */
+    int32_t next;              /* hash chain */
+    uint8_t kind, rep_last, first_rep, valid;
+} block_t;
+
+typedef struct {
+    uint64_t *tag, *stamp;     /* tag = line + 1, 0 = empty */
+    int64_t sets, ways;
+} cache_t;
+
+enum { C_BASE, C_L1D_MISS, C_L2_MISS, C_L3_MISS, C_L1I_MISS, C_DTLB1_MISS, C_DTLB2_MISS,
+       C_MISPREDICT, C_BTB_MISS, C_REP_ITER, C_MEM_MC, C_TLB_MC, C_BRANCH_MC, C_FETCH_MC,
+       C_LOADS, C_STORES, C_BRANCHES, C_NCOUNTERS };
+
+#define HASH_BITS 16
+#define FAST_BITS 12
+#define CODE_BITS 20
+#define TLB1_BUCKETS 256
+
+typedef int (*decode_cb_t)(uint64_t addr, uint32_t size);
+
+typedef struct {
+    cm_params p;
+    uc_reg_rw_t reg_read, reg_write;
+    uc_emu_stop_t emu_stop;
+    decode_cb_t decode;
+
+    block_t *blocks;
+    int32_t nblocks, cap_blocks;
+    uint32_t *pool;
+    uint32_t npool, cap_pool;
+    int32_t buckets[1 << HASH_BITS];
+    int32_t fast[1 << FAST_BITS];
+    uint16_t *code_count;      /* per hashed 64-byte line: how many live blocks cover it */
+
+    uint64_t insns, mc;        /* retired instructions, millicycles */
+    uint64_t budget;
+    int budget_on, budget_stop, error;
+    int cur_cont;              /* the current block is a rep continuation (counted nothing) */
+    int32_t cur, prev;
+    uint64_t seq, fault_seq;
+
+    cache_t l1d, l1i, l2, l3;
+    uint64_t clock;            /* LRU stamps */
+    uint64_t last_line, last_fetch_line, last_page;
+
+    uint64_t tlb1_page[128], tlb1_stamp[128];
+    int32_t tlb1_next[128], tlb1_head[TLB1_BUCKETS];
+    int32_t tlb1_n;
+    cache_t tlb2;
+
+    uint8_t *bp;
+    uint64_t ghist, bp_mask, hist_mask;
+    uint64_t *btb_tag, *btb_target, btb_mask;
+    uint64_t *ras;
+    int64_t ras_top, ras_depth;
+
+    uint64_t counters[C_NCOUNTERS];
+} cm_state;
+
+static inline uint32_t hash_key(uint64_t addr, uint32_t size) {
+    uint64_t h = (addr ^ ((uint64_t)size << 48)) * 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(h >> (64 - HASH_BITS));
+}
+static inline uint32_t fast_key(uint64_t addr) {
+    return (uint32_t)((addr * 0x9E3779B97F4A7C15ull) >> (64 - FAST_BITS));
+}
+static inline uint32_t code_key(uint64_t line) {
+    return (uint32_t)((line * 0x9E3779B97F4A7C15ull) >> (64 - CODE_BITS));
+}
+
+static int cache_init(cache_t *c, int64_t sets, int64_t ways) {
+    c->sets = sets;
+    c->ways = ways;
+    c->tag = calloc((size_t)(sets * ways), sizeof(uint64_t));
+    c->stamp = calloc((size_t)(sets * ways), sizeof(uint64_t));
+    return c->tag && c->stamp ? 0 : -1;
+}
+static void cache_free(cache_t *c) { free(c->tag); free(c->stamp); c->tag = c->stamp = NULL; }
+static void cache_clear(cache_t *c) {
+    memset(c->tag, 0, (size_t)(c->sets * c->ways) * sizeof(uint64_t));
+    memset(c->stamp, 0, (size_t)(c->sets * c->ways) * sizeof(uint64_t));
+}
+
+/* Look up `key` in a set-associative LRU structure; fill on a miss.  Returns 1 on a hit. */
+static inline int cache_access(cm_state *s, cache_t *c, uint64_t key) {
+    uint64_t set = key % (uint64_t)c->sets;
+    uint64_t *tag = c->tag + set * c->ways, *stamp = c->stamp + set * c->ways;
+    uint64_t want = key + 1;
+    int64_t victim = 0;
+    for (int64_t w = 0; w < c->ways; w++) {
+        if (tag[w] == want) { stamp[w] = ++s->clock; return 1; }
+        if (stamp[w] < stamp[victim]) victim = w;
+    }
+    tag[victim] = want;
+    stamp[victim] = ++s->clock;
+    return 0;
+}
+
+/* A line missed its L1: look in L2, L3, DRAM; returns the penalty in millicycles. */
+static inline uint64_t outer_access(cm_state *s, uint64_t line) {
+    if (cache_access(s, &s->l2, line)) return (uint64_t)s->p.l2_hit;
+    s->counters[C_L2_MISS]++;
+    if (cache_access(s, &s->l3, line)) return (uint64_t)s->p.l3_hit;
+    s->counters[C_L3_MISS]++;
+    return (uint64_t)s->p.dram;
+}
+
+static inline void charge(cm_state *s, uint64_t mc) {
+    s->mc += mc;
+    if (s->cur >= 0) s->blocks[s->cur].prof_mc += mc;
+}
+
+static inline uint64_t data_line(cm_state *s, uint64_t line) {
+    if (line == s->last_line) return 0;
+    s->last_line = line;
+    if (cache_access(s, &s->l1d, line)) return 0;
+    s->counters[C_L1D_MISS]++;
+    return outer_access(s, line);
+}
+
+/* L1 DTLB: fully associative LRU, found through a small chained hash so a hit costs O(1). */
+static void tlb1_unlink(cm_state *s, int32_t slot) {
+    int32_t *pp = &s->tlb1_head[s->tlb1_page[slot] % TLB1_BUCKETS];
+    while (*pp != slot) pp = &s->tlb1_next[*pp];
+    *pp = s->tlb1_next[slot];
+}
+static inline uint64_t tlb_access(cm_state *s, uint64_t page) {
+    for (int32_t i = s->tlb1_head[page % TLB1_BUCKETS]; i >= 0; i = s->tlb1_next[i])
+        if (s->tlb1_page[i] == page) { s->tlb1_stamp[i] = ++s->clock; return 0; }
+    s->counters[C_DTLB1_MISS]++;
+    int32_t slot;
+    if (s->tlb1_n < s->p.dtlb1_entries) {
+        slot = s->tlb1_n++;
+    } else {
+        slot = 0;
+        for (int32_t i = 1; i < s->p.dtlb1_entries; i++)
+            if (s->tlb1_stamp[i] < s->tlb1_stamp[slot]) slot = i;
+        tlb1_unlink(s, slot);
+    }
+    s->tlb1_page[slot] = page;
+    s->tlb1_stamp[slot] = ++s->clock;
+    s->tlb1_next[slot] = s->tlb1_head[page % TLB1_BUCKETS];
+    s->tlb1_head[page % TLB1_BUCKETS] = slot;
+    if (cache_access(s, &s->tlb2, page)) return (uint64_t)s->p.dtlb2_hit;
+    s->counters[C_DTLB2_MISS]++;
+    return (uint64_t)s->p.page_walk;
+}
+
+static void code_lines(cm_state *s, const block_t *b, int delta) {
+    if (b->size == 0) return;
+    for (uint64_t l = b->addr >> 6; l <= (b->addr + b->size - 1) >> 6; l++)
+        s->code_count[code_key(l)] += (uint16_t)delta;
+}
+
+static int32_t find_block(cm_state *s, uint64_t addr, uint32_t size) {
+    for (int32_t i = s->buckets[hash_key(addr, size)]; i >= 0; i = s->blocks[i].next)
+        if (s->blocks[i].addr == addr && s->blocks[i].size == size) return i;
+    return -1;
+}
+
+/* A guest write touched a line that holds decoded code: forget the blocks there, so the
+ * next execution (which Unicorn re-translates) is decoded again from the new bytes. */
+static void invalidate_code(cm_state *s, uint64_t lo, uint64_t hi) {
+    for (int32_t i = 0; i < s->nblocks; i++) {
+        block_t *b = &s->blocks[i];
+        if (!b->valid || b->addr >= hi || b->addr + b->size <= lo) continue;
+        b->valid = 0;
+        code_lines(s, b, -1);
+        int32_t *pp = &s->buckets[hash_key(b->addr, b->size)];
+        while (*pp != i) pp = &s->blocks[*pp].next;
+        *pp = b->next;
+        b->next = -1;
+        if (s->fast[fast_key(b->addr)] == i) s->fast[fast_key(b->addr)] = -1;
+    }
+}
+
+static inline uint64_t read_pc(cm_state *s, uc_engine *uc) {
+    uint64_t v = 0;
+    if (s->p.mode == 64) {
+        s->reg_read(uc, UC_X86_REG_RIP, &v);
+        return v;
+    }
+    uint64_t ip = 0, cs = 0, cr0 = 0;
+    s->reg_read(uc, UC_X86_REG_EIP, &ip);
+    s->reg_read(uc, UC_X86_REG_CR0, &cr0);
+    if (cr0 & 1) return ip & 0xFFFFFFFFull; /* the firmware's protected mode is flat */
+    s->reg_read(uc, UC_X86_REG_CS, &cs);
+    return ((cs & 0xFFFF) << 4) + (ip & 0xFFFF);
+}
+
+/* Index of the instruction at `pc` in block b, or -1 if pc is not an instruction start. */
+static int32_t insn_index(cm_state *s, const block_t *b, uint64_t pc) {
+    if (pc < b->addr || pc >= b->addr + b->size) return -1;
+    uint32_t off = (uint32_t)(pc - b->addr);
+    for (uint32_t i = 0; i < b->n; i++)
+        if (s->pool[b->pool + i] == off) return (int32_t)i;
+    return -1;
+}
+
+static inline void predict(cm_state *s, const block_t *pb, uint64_t next) {
+    uint64_t fall = pb->addr + pb->size, pc = pb->last_pc, pen = 0;
+    uint64_t bslot = (pc ^ (pc >> 17)) & s->btb_mask;
+    s->counters[C_BRANCHES]++;
+    switch (pb->kind) {
+    case K_COND: {
+        int taken = next != fall;
+        uint64_t i = (pc ^ s->ghist) & s->bp_mask;
+        uint8_t ctr = s->bp[i];
+        if ((ctr >= 2) != taken) { s->counters[C_MISPREDICT]++; pen += (uint64_t)s->p.mispredict; }
+        else if (taken && !(s->btb_tag[bslot] == pc + 1 && s->btb_target[bslot] == next)) {
+            s->counters[C_BTB_MISS]++; pen += (uint64_t)s->p.btb_miss;
+        }
+        s->bp[i] = taken ? (ctr < 3 ? ctr + 1 : 3) : (ctr > 0 ? ctr - 1 : 0);
+        s->ghist = ((s->ghist << 1) | (uint64_t)taken) & s->hist_mask;
+        if (taken) { s->btb_tag[bslot] = pc + 1; s->btb_target[bslot] = next; }
+        break;
+    }
+    case K_JMP: case K_CALL:
+        if (!(s->btb_tag[bslot] == pc + 1 && s->btb_target[bslot] == next)) {
+            s->counters[C_BTB_MISS]++; pen += (uint64_t)s->p.btb_miss;
+        }
+        s->btb_tag[bslot] = pc + 1; s->btb_target[bslot] = next;
+        break;
+    case K_JMP_IND: case K_CALL_IND:
+        if (!(s->btb_tag[bslot] == pc + 1 && s->btb_target[bslot] == next)) {
+            s->counters[C_MISPREDICT]++; pen += (uint64_t)s->p.mispredict;
+        }
+        s->btb_tag[bslot] = pc + 1; s->btb_target[bslot] = next;
+        break;
+    case K_RET: {
+        uint64_t want = 0;
+        int have = s->ras_depth > 0;
+        if (have) {
+            want = s->ras[s->ras_top];
+            s->ras_top = (s->ras_top + s->p.ras_entries - 1) % s->p.ras_entries;
+            s->ras_depth--;
+        }
+        if (!have || want != next) { s->counters[C_MISPREDICT]++; pen += (uint64_t)s->p.mispredict; }
+        break;
+    }
+    default: break;
+    }
+    if (pb->kind == K_CALL || pb->kind == K_CALL_IND) {
+        s->ras_top = (s->ras_top + 1) % s->p.ras_entries;
+        s->ras[s->ras_top] = fall;
+        if (s->ras_depth < s->p.ras_entries) s->ras_depth++;
+    }
+    if (pen) { s->counters[C_BRANCH_MC] += pen; charge(s, pen); }
+}
+
+/* ---- hooks ------------------------------------------------------------------------------ */
+
+static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
+    cm_state *s = user;
+    if (s->budget_on && s->insns >= s->budget) {
+        /* Stopping from the block hook takes effect before this block runs (measured). */
+        s->budget_stop = 1;
+        s->emu_stop(uc);
+        return;
+    }
+    int32_t idx = s->fast[fast_key(addr)];
+    if (idx < 0 || s->blocks[idx].addr != addr || s->blocks[idx].size != size) {
+        idx = find_block(s, addr, size);
+        if (idx < 0) {
+            if (s->decode(addr, size) != 0 || (idx = find_block(s, addr, size)) < 0) {
+                s->error = 1;
+                s->emu_stop(uc);
+                return;
+            }
+        }
+        s->fast[fast_key(addr)] = idx;
+    }
+    block_t *b = &s->blocks[idx];
+    s->seq++;
+    if (b->first_rep && s->prev >= 0 && s->blocks[s->prev].rep_last && s->blocks[s->prev].last_pc == addr) {
+        /* QEMU runs one iteration of a rep string instruction per execution of a block that
+         * starts at it: the instruction was counted when its first iteration began. */
+        s->cur = idx;
+        s->prev = idx;
+        s->cur_cont = 1;
+        s->counters[C_REP_ITER]++;
+        s->counters[C_BASE] += b->rep_iter;
+        charge(s, b->rep_iter);
+        return;
+    }
+    if (s->prev >= 0 && s->blocks[s->prev].kind != K_NONE) predict(s, &s->blocks[s->prev], addr);
+    s->cur = idx;
+    s->prev = idx;
+    s->cur_cont = 0;
+    s->insns += b->n;
+    b->prof_insns += b->n;
+    s->counters[C_BASE] += b->base;
+    charge(s, b->base);
+    if (size) {
+        uint64_t pen = 0;
+        for (uint64_t l = addr >> 6; l <= (addr + size - 1) >> 6; l++) {
+            if (l == s->last_fetch_line) continue;
+            s->last_fetch_line = l;
+            if (!cache_access(s, &s->l1i, l)) { s->counters[C_L1I_MISS]++; pen += outer_access(s, l); }
+        }
+        if (pen) { s->counters[C_FETCH_MC] += pen; charge(s, pen); }
+    }
+}
+
+static void hook_mem(uc_engine *uc, int type, uint64_t addr, int size, int64_t value, void *user) {
+    cm_state *s = user;
+    (void)uc; (void)value;
+    uint64_t line = addr >> 6, pen = 0, tpen = 0;
+    int write = type == UC_MEM_WRITE;
+    if (write) {
+        s->counters[C_STORES]++;
+        if (s->code_count[code_key(line)] || s->code_count[code_key((addr + (uint64_t)size - 1) >> 6)])
+            invalidate_code(s, addr & ~63ull, ((addr + (uint64_t)size - 1) | 63ull) + 1);
+    } else {
+        s->counters[C_LOADS]++;
+    }
+    pen = data_line(s, line);
+    if (((addr & 63) + (uint64_t)size) > 64) pen += data_line(s, line + 1);
+    uint64_t page = addr >> 12;
+    if (page != s->last_page) {
+        s->last_page = page;
+        tpen = tlb_access(s, page);
+    }
+    if (write && pen) pen = pen * (uint64_t)s->p.store_miss_permille / 1000;
+    if (pen) { s->counters[C_MEM_MC] += pen; charge(s, pen); }
+    if (tpen) { s->counters[C_TLB_MC] += tpen; charge(s, tpen); }
+}
+
+/* Cycles at the instruction at `pc` of the current block: everything charged so far minus
+ * the base cost of this block's instructions from pc on (they have not run yet). */
+static uint64_t cycles_at(cm_state *s, uint64_t pc) {
+    uint64_t mc = s->mc;
+    if (s->cur >= 0 && !s->cur_cont) {
+        block_t *b = &s->blocks[s->cur];
+        int32_t i = insn_index(s, b, pc);
+        if (i >= 0) mc -= b->base - s->pool[b->pool + b->n + (uint32_t)i];
+    }
+    return mc / 1000;
+}
+
+static void write_tsc(cm_state *s, uc_engine *uc, int with_aux) {
+    uint64_t c = cycles_at(s, read_pc(s, uc));
+    uint64_t lo = c & 0xFFFFFFFFull, hi = c >> 32, zero = 0;
+    s->reg_write(uc, UC_X86_REG_EAX, &lo);
+    s->reg_write(uc, UC_X86_REG_EDX, &hi);
+    if (with_aux) s->reg_write(uc, UC_X86_REG_ECX, &zero);
+}
+/* uc_cb_insn_cpuid_t: a nonzero return skips the instruction's own (host TSC) behaviour. */
+static int hook_rdtsc(uc_engine *uc, void *user) { write_tsc(user, uc, 0); return 1; }
+static int hook_rdtscp(uc_engine *uc, void *user) { write_tsc(user, uc, 1); return 1; }
+
+/* Faults: remember that the current block stopped early, so finish() can tell a block that
+ * faulted on its first instruction from one that ran to its end and jumped back to itself. */
+static void hook_intr(uc_engine *uc, uint32_t intno, void *user) {
+    cm_state *s = user; (void)uc; (void)intno;
+    s->fault_seq = s->seq;
+}
+static int hook_invalid(uc_engine *uc, void *user) {
+    cm_state *s = user; (void)uc;
+    s->fault_seq = s->seq;
+    return 0; /* not handled: later hooks (the machine's) decide */
+}
+static int hook_mem_invalid(uc_engine *uc, int type, uint64_t addr, int size, int64_t value, void *user) {
+    cm_state *s = user; (void)uc; (void)type; (void)addr; (void)size; (void)value;
+    s->fault_seq = s->seq;
+    return 0;
+}
+
+/* ---- API called from cycles.py through ctypes ---------------------------------------- */
+
+void cm_free(cm_state *s);
+
+static void reset_state(cm_state *s) {
+    s->insns = s->mc = 0;
+    s->cur = s->prev = -1;
+    s->seq = 1;
+    s->fault_seq = 0;
+    s->budget_stop = s->error = 0;
+    s->last_line = s->last_fetch_line = s->last_page = UINT64_MAX;
+    s->clock = 0;
+    s->tlb1_n = 0;
+    for (int i = 0; i < TLB1_BUCKETS; i++) s->tlb1_head[i] = -1;
+    s->ghist = 0;
+    s->ras_top = s->ras_depth = 0;
+    memset(s->counters, 0, sizeof s->counters);
+}
+
+cm_state *cm_new(const cm_params *p, void *reg_read, void *reg_write, void *emu_stop, void *decode) {
+    cm_state *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->p = *p;
+    s->reg_read = (uc_reg_rw_t)reg_read;
+    s->reg_write = (uc_reg_rw_t)reg_write;
+    s->emu_stop = (uc_emu_stop_t)emu_stop;
+    s->decode = (decode_cb_t)decode;
+    if (p->dtlb1_entries < 1 || p->dtlb1_entries > 128 || p->ras_entries < 1 || p->bp_table_bits > 28 ||
+        p->btb_bits > 28 || p->bp_history_bits > 63)
+        goto fail;
+    for (int i = 0; i < (1 << HASH_BITS); i++) s->buckets[i] = -1;
+    for (int i = 0; i < (1 << FAST_BITS); i++) s->fast[i] = -1;
+    s->code_count = calloc((size_t)1 << CODE_BITS, sizeof(uint16_t));
+    s->bp = malloc((size_t)1 << p->bp_table_bits);
+    s->btb_tag = calloc((size_t)1 << p->btb_bits, sizeof(uint64_t));
+    s->btb_target = calloc((size_t)1 << p->btb_bits, sizeof(uint64_t));
+    s->ras = calloc((size_t)p->ras_entries, sizeof(uint64_t));
+    if (!s->code_count || !s->bp || !s->btb_tag || !s->btb_target || !s->ras) goto fail;
+    memset(s->bp, 1, (size_t)1 << p->bp_table_bits); /* weakly not taken */
+    s->bp_mask = ((uint64_t)1 << p->bp_table_bits) - 1;
+    s->hist_mask = ((uint64_t)1 << p->bp_history_bits) - 1;
+    s->btb_mask = ((uint64_t)1 << p->btb_bits) - 1;
+    if (cache_init(&s->l1d, p->l1d_sets, p->l1d_ways) || cache_init(&s->l1i, p->l1i_sets, p->l1i_ways) ||
+        cache_init(&s->l2, p->l2_sets, p->l2_ways) || cache_init(&s->l3, p->l3_sets, p->l3_ways) ||
+        cache_init(&s->tlb2, p->dtlb2_sets, p->dtlb2_ways))
+        goto fail;
+    reset_state(s);
+    return s;
+fail:
+    cm_free(s);
+    return NULL;
+}
+
+void cm_free(cm_state *s) {
+    if (!s) return;
+    cache_free(&s->l1d); cache_free(&s->l1i); cache_free(&s->l2); cache_free(&s->l3); cache_free(&s->tlb2);
+    free(s->code_count); free(s->bp); free(s->btb_tag); free(s->btb_target); free(s->ras);
+    free(s->blocks); free(s->pool);
+    free(s);
+}
+
+/* offs[n]: offset of each instruction; costs[n]: base millicycles of each. */
+int cm_add_block(cm_state *s, uint64_t addr, uint32_t size, uint32_t n, const uint32_t *offs,
+                 const uint32_t *costs, int kind, uint64_t target, int rep_last, int first_rep,
+                 uint64_t rep_iter) {
+    if (s->nblocks == s->cap_blocks) {
+        int32_t cap = s->cap_blocks ? s->cap_blocks * 2 : 1024;
+        block_t *nb = realloc(s->blocks, (size_t)cap * sizeof *nb);
+        if (!nb) return -1;
+        s->blocks = nb;
+        s->cap_blocks = cap;
+    }
+    if (s->npool + 2 * n + 1 > s->cap_pool) {
+        uint32_t cap = s->cap_pool ? s->cap_pool : 8192;
+        while (cap < s->npool + 2 * n + 1) cap *= 2;
+        uint32_t *np = realloc(s->pool, (size_t)cap * sizeof *np);
+        if (!np) return -1;
+        s->pool = np;
+        s->cap_pool = cap;
+    }
+    int32_t idx = s->nblocks++;
+    block_t *b = &s->blocks[idx];
+    memset(b, 0, sizeof *b);
+    b->addr = addr; b->size = size; b->n = n; b->pool = s->npool;
+    b->kind = (uint8_t)kind; b->target = target; b->rep_last = (uint8_t)rep_last;
+    b->first_rep = (uint8_t)first_rep; b->rep_iter = rep_iter; b->valid = 1;
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        s->pool[b->pool + i] = offs[i];
+        s->pool[b->pool + n + i] = (uint32_t)sum;
+        sum += costs[i];
+    }
+    s->pool[b->pool + 2 * n] = (uint32_t)sum;
+    s->npool += 2 * n + 1;
+    b->base = sum;
+    b->last_pc = n ? addr + offs[n - 1] : addr;
+    uint32_t h = hash_key(addr, size);
+    b->next = s->buckets[h];
+    s->buckets[h] = idx;
+    code_lines(s, b, +1);
+    return idx;
+}
+
+void cm_set_budget(cm_state *s, int on, uint64_t n) { s->budget_on = on; s->budget = n; s->budget_stop = 0; }
+
+/* Correct the count of the last block for an early stop at stop_pc. */
+void cm_finish(cm_state *s, uint64_t stop_pc) {
+    int32_t c = s->cur;
+    int budget_stop = s->budget_stop;
+    s->budget_stop = 0;
+    if (c < 0 || budget_stop) { if (budget_stop) s->cur = -1; return; }
+    block_t *b = &s->blocks[c];
+    int32_t i = insn_index(s, b, stop_pc);
+    if (i < 0 || s->cur_cont) { s->cur = -1; return; }
+    if (i == 0 && s->fault_seq != s->seq) { s->cur = -1; return; } /* ran whole, back to its start */
+    uint64_t undone = b->base - s->pool[b->pool + b->n + (uint32_t)i];
+    s->insns -= b->n - (uint32_t)i;
+    b->prof_insns -= b->n - (uint32_t)i;
+    s->mc -= undone;
+    b->prof_mc -= undone;
+    s->counters[C_BASE] -= undone;
+    s->cur = -1;
+    s->prev = -1; /* the block's closing branch never ran */
+}
+
+uint64_t cm_instructions(cm_state *s) { return s->insns; }
+uint64_t cm_cycles(cm_state *s) { return s->mc / 1000; }
+uint64_t cm_millicycles(cm_state *s) { return s->mc; }
+int cm_error(cm_state *s) { return s->error; }
+int cm_budget_stopped(cm_state *s) { return s->budget_stop; }
+void cm_counters(cm_state *s, uint64_t *out) { memcpy(out, s->counters, sizeof s->counters); }
+int cm_ncounters(void) { return C_NCOUNTERS; }
+int32_t cm_nblocks(cm_state *s) { return s->nblocks; }
+/* Profile row i: start address, instructions, millicycles. */
+void cm_block_profile(cm_state *s, int32_t i, uint64_t *out) {
+    out[0] = s->blocks[i].addr; out[1] = s->blocks[i].prof_insns; out[2] = s->blocks[i].prof_mc;
+}
+/* Forget decoded blocks overlapping [lo, hi) (the host rewrote guest code). */
+void cm_invalidate(cm_state *s, uint64_t lo, uint64_t hi) { invalidate_code(s, lo, hi); }
+
+void *cm_hook_block(void) { return (void *)hook_block; }
+void *cm_hook_mem(void) { return (void *)hook_mem; }
+void *cm_hook_rdtsc(void) { return (void *)hook_rdtsc; }
+void *cm_hook_rdtscp(void) { return (void *)hook_rdtscp; }
+void *cm_hook_intr(void) { return (void *)hook_intr; }
+void *cm_hook_invalid(void) { return (void *)hook_invalid; }
+void *cm_hook_mem_invalid(void) { return (void *)hook_mem_invalid; }
+
+/* setuptools builds this as a Python extension; cycles.py loads it with ctypes. */
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cyclemodel",
+                                    "Native hooks of the cycle model (used through ctypes).", -1,
+                                    NULL, NULL, NULL, NULL, NULL};
+PyMODINIT_FUNC PyInit__cyclemodel(void) { return PyModule_Create(&module); }
