@@ -165,7 +165,7 @@ def _native() -> ctypes.CDLL:
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
-    for name in ("cm_hook_block", "cm_hook_mem", "cm_hook_rdtsc", "cm_hook_rdtscp", "cm_hook_intr",
+    for name in ("cm_hook_block", "cm_hook_mem", "cm_hook_mem_nop", "cm_hook_rdtsc", "cm_hook_rdtscp", "cm_hook_intr", "cm_hook_out",
                  "cm_hook_invalid", "cm_hook_mem_invalid"):
         getattr(lib, name).restype = p
     if lib.cm_ncounters() != len(_COUNTERS):
@@ -341,14 +341,16 @@ class _BlockCoster:
             for r in writes:
                 ready[r] = done
             chain = max(chain, done)
-        total = max(sum(thr), chain)
-        total_mc = _mc(total)
-        sum_t = sum(thr) or 1.0
-        costs, acc = [], 0
-        for i, t in enumerate(thr):
-            share = total_mc - acc if i == len(thr) - 1 else int(total_mc * t / sum_t)
-            costs.append(share)
-            acc += share
+        t_mc = [_mc(t) for t in thr]
+        if chain <= sum(thr):
+            costs = t_mc  # throughput-bound: each instruction costs exactly its throughput
+        else:  # chain-bound: the chain's length, shared in proportion to throughput
+            total_mc, sum_t = _mc(chain), sum(t_mc) or 1
+            costs, acc = [], 0
+            for i, t in enumerate(t_mc):
+                share = total_mc - acc if i == len(t_mc) - 1 else total_mc * t // sum_t
+                costs.append(share)
+                acc += share
         last = decoded[-1]
         rep_mc = 0
         if last.rep is not None:
@@ -423,6 +425,7 @@ class CycleAccounting:
             self._add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, lib.cm_hook_mem(), st)
         self._add(UC_HOOK_INSN, lib.cm_hook_rdtsc(), st, ux.UC_X86_INS_RDTSC)
         self._add(UC_HOOK_INSN, lib.cm_hook_rdtscp(), st, ux.UC_X86_INS_RDTSCP)
+        self._add(UC_HOOK_INSN, lib.cm_hook_out(), st, ux.UC_X86_INS_OUT)  # never IN: its value would win
         self._add(UC_HOOK_INTR, lib.cm_hook_intr(), st)
         self._add(UC_HOOK_INSN_INVALID, lib.cm_hook_invalid(), st)
         self._add(UC_HOOK_MEM_INVALID, lib.cm_hook_mem_invalid(), st)
