@@ -282,3 +282,36 @@ def test_guest_rdtsc_is_monotonic_model_time():
     stopped = Run(RDTSC_PROGRAM, until=first)
     assert stopped.n == 3 + 48 + 4
     assert stamps[0] == stopped.acc.cycles > 0
+
+
+def test_pvh_32bit_entry_in_a_64bit_instance_then_long_mode():
+    """The kernel's path: 32-bit code (one-byte `inc` is a REX prefix in 64-bit mode, so decoding
+    it in the wrong mode would miscount), then the guest turns on paging and long mode."""
+    from keystone import KS_MODE_32
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc.mem_map(0, RAM)
+    gdt = struct.pack("<4Q", 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF, 0x00AF9A000000FFFF)
+    uc.mem_write(0x5000, gdt)
+    uc.mem_write(0x10000, struct.pack("<Q", 0x11000 | 3))
+    uc.mem_write(0x11000, struct.pack("<Q", 0x12000 | 3))
+    uc.mem_write(0x12000, struct.pack("<Q", 0x83))  # 0-2 MiB, one large page
+    code32 = asm("inc ebx; inc ebx; mov eax, cr4; or eax, 0x20; mov cr4, eax; mov eax, 0x10000; mov cr3, eax;"
+                 "mov ecx, 0xC0000080; rdmsr; or eax, 0x100; wrmsr; mov eax, cr0; or eax, 0x80000000; mov cr0, eax",
+                 CODE, KS_MODE_32) + b"\xea" + struct.pack("<IH", 0x2000, 0x18)
+    uc.mem_write(CODE, code32)
+    code64 = asm("inc rbx; mov rax, 0x123456789; hlt", 0x2000)
+    uc.mem_write(0x2000, code64)
+    for reg, value in ((x.UC_X86_REG_CR4, 0x20), (x.UC_X86_REG_CR0, 0x80000011), (x.UC_X86_REG_CR0, 0x11)):
+        uc.reg_write(reg, value)
+    uc.msr_write(0xC0000080, 0)
+    uc.reg_write(x.UC_X86_REG_CR4, 0)
+    uc.reg_write(x.UC_X86_REG_GDTR, (0, 0x5000, len(gdt) - 1, 0))
+    uc.reg_write(x.UC_X86_REG_CS, 0x08)
+    for seg in (x.UC_X86_REG_DS, x.UC_X86_REG_ES, x.UC_X86_REG_SS):
+        uc.reg_write(seg, 0x10)
+    acc = CycleAccounting(uc)
+    acc.attach()
+    uc.emu_start(CODE, 0x3000)
+    acc.finish(uc.reg_read(x.UC_X86_REG_RIP))
+    assert uc.reg_read(x.UC_X86_REG_RBX) == 3 and uc.reg_read(x.UC_X86_REG_RAX) == 0x123456789
+    assert acc.instructions == 15 + 3
