@@ -29,11 +29,14 @@ counts once, when its first iteration begins) and cost `rep_iteration`. With a b
 execution stops at the first block boundary where the count has reached it (the count may pass
 it by less than one block).
 
-Guest time: `rdtsc` at instruction I returns the model's cycle count *at I*: the integer part
-of the cost of every instruction retired before I (base costs and every penalty charged so far,
-including the miss penalties of I's own block's earlier instructions and the branch and fetch
-penalties of entering I's block), which is exactly `cycles` had execution stopped before I.
-`rdtscp` does the same and sets ECX (TSC_AUX) to 0.
+Guest time: `rdtsc` at instruction I returns the model's cycle count *at I*, defined as the
+value `cycles` would have if execution stopped at I and `finish(I)` were called (as after a
+fault at I): the integer part of the base costs of every instruction before I plus every
+penalty charged so far, which includes the cache/TLB penalties of the earlier instructions of
+I's block and the branch and instruction-fetch penalties of entering I's block (a block's
+fetch is charged, for all its lines, when it starts). It excludes I itself (its 35-cycle cost
+comes after the read). `rdtscp` does the same and sets ECX (TSC_AUX) to 0. Successive reads
+are strictly increasing whenever anything costing a cycle ran in between.
 
 Block cost: max(Σ reciprocal throughput, longest register dependency chain in the block, with
 the L1D latency on every memory read); each instruction's share is proportional to its
@@ -450,17 +453,16 @@ class CycleAccounting:
             code = self._read_code(address, size)
             cs = self._cs[self._code_bits()]
             insns = list(cs.disasm(code, address))
-            if sum(i.size for i in insns) != size:
-                # Unicorn translated bytes capstone cannot decode (e.g. a block ending in an
-                # invalid opcode): count what capstone decodes, one instruction at least.
-                insns = insns or []
-            if not insns:
-                offs, costs, kind, rep_last, first_rep, rep_mc, target = [0], [_mc(1)], K_NONE, 0, 0, 0, 0
+            if not size:
+                offs, costs, kind, rep_last, first_rep, rep_mc, target = [], [], K_NONE, 0, 0, 0, 0
+            elif not insns:  # bytes capstone cannot decode: one instruction of class `other`
+                offs, costs = [0], [_mc(self.params.classes["other"].throughput)]
+                kind, rep_last, first_rep, rep_mc, target = K_NONE, 0, 0, 0, 0
             else:
                 costs, kind, rep_last, first_rep, rep_mc, target = self._coster.cost(insns)
                 offs = [i.address - address for i in insns]
             n = len(offs)
-            arr = ctypes.c_uint32 * n
+            arr = ctypes.c_uint32 * max(n, 1)
             if self._lib.cm_add_block(self._state, address, size, n, arr(*offs), arr(*costs), kind, target & (2**64 - 1),
                                       int(rep_last), int(first_rep), rep_mc) < 0:
                 raise CycleModelError("out of memory for decoded blocks")
@@ -507,7 +509,10 @@ class CycleAccounting:
         self._lib.cm_set_budget(self._state, 0 if n is None else 1, 0 if n is None else max(n, 0))
 
     def finish(self, stop_pc: int) -> None:
-        """Call after emu_start returns, with the PC where execution stopped."""
+        """Call after emu_start returns, with the PC where execution stopped (in real mode,
+        the linear address or IP: IP is converted with CS)."""
+        if self._mode == 16 and stop_pc <= 0xFFFF and not self._uc.reg_read(ux.UC_X86_REG_CR0) & 1:
+            stop_pc += (self._uc.reg_read(ux.UC_X86_REG_CS) & 0xFFFF) << 4
         self._lib.cm_finish(self._state, stop_pc & (2**64 - 1))
         self._raise_decode_error()
 
@@ -557,3 +562,50 @@ class CycleAccounting:
                 entry[0] += row[1]
                 entry[1] += row[2]
         return {addr: (n, mc // 1000) for addr, (n, mc) in sorted(acc.items())}
+
+
+# -- host speed ------------------------------------------------------------------------------------
+
+SPEED_WORKLOADS = {
+    "load/add/store": "mov rcx, {n}; mov rsi, 0x100000; L: mov rax, qword ptr [rsi]; add rax, rcx; "
+                      "mov qword ptr [rsi + 8], rax; add rsi, 16; and rsi, 0x10fff0; dec rcx; jnz L; hlt",
+    "alu": "mov rcx, {n}; L: add rax, rcx; xor rbx, rax; add rdx, rbx; inc r8; dec rcx; jnz L; hlt",
+}
+
+
+def measure_mips(iterations: int = 2_000_000) -> dict[str, dict[str, float]]:
+    """Host MIPS on synthetic loops, in one run: plain Unicorn, empty native block and memory
+    hooks (Unicorn's hook dispatch alone), instruction counting only (block hook), full accounting."""
+    import time
+
+    from keystone import KS_ARCH_X86, KS_MODE_64, Ks
+    from unicorn import UC_ARCH_X86, UC_MODE_64
+    out: dict[str, dict[str, float]] = {}
+    for name, src in SPEED_WORKLOADS.items():
+        code = bytes(Ks(KS_ARCH_X86, KS_MODE_64).asm(src.format(n=iterations), 0x1000)[0])
+        row: dict[str, float] = {}
+        for variant in ("plain", "empty_hooks", "counting", "full"):
+            uc = Uc(UC_ARCH_X86, UC_MODE_64)
+            uc.mem_map(0, 0x200000)
+            uc.mem_write(0x1000, code)
+            acc = CycleAccounting(uc)
+            if variant == "full":
+                acc.attach()
+            elif variant == "counting":
+                acc.attach(memory=False)
+            elif variant == "empty_hooks":  # no work at all: what Unicorn's hook dispatch costs
+                nop, st = acc._lib.cm_hook_mem_nop(), ctypes.c_void_p(acc._state)
+                acc._add(UC_HOOK_BLOCK, nop, st)  # the extra arguments of a memory hook are ignored
+                acc._add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, nop, st)
+            started = time.perf_counter()
+            uc.emu_start(0x1000, 0x100000)
+            elapsed = time.perf_counter() - started
+            acc.finish(uc.reg_read(ux.UC_X86_REG_RIP))
+            body = 7 if name == "load/add/store" else 6
+            insns = (2 if name == "load/add/store" else 1) + body * iterations + 1
+            if variant in ("counting", "full") and acc.instructions != insns:
+                raise CycleModelError(f"speed check miscounted {name}: {acc.instructions} != {insns}")
+            row[variant] = insns / elapsed / 1e6
+        row["full_vs_plain"] = row["full"] / row["plain"]
+        out[name] = row
+    return out

@@ -542,7 +542,8 @@ void cm_finish(cm_state *s, uint64_t stop_pc) {
     int32_t c = s->cur;
     int budget_stop = s->budget_stop;
     s->budget_stop = 0;
-    if (c < 0 || budget_stop) { if (budget_stop) s->cur = -1; return; }
+    s->prev = -1; /* the next emu_start does not continue from this block's closing branch */
+    if (c < 0 || budget_stop) { s->cur = -1; return; }
     block_t *b = &s->blocks[c];
     int32_t i = insn_index(s, b, stop_pc);
     if (i < 0 || s->cur_cont) { s->cur = -1; return; }
@@ -557,7 +558,6 @@ void cm_finish(cm_state *s, uint64_t stop_pc) {
     b->prof_mc -= undone;
     s->counters[C_BASE] -= undone;
     s->cur = -1;
-    s->prev = -1; /* the block's closing branch never ran */
 }
 
 uint64_t cm_instructions(cm_state *s) { return s->insns; }
