@@ -38,9 +38,11 @@ fetch is charged, for all its lines, when it starts). It excludes I itself (its 
 comes after the read). `rdtscp` does the same and sets ECX (TSC_AUX) to 0. Successive reads
 are strictly increasing whenever anything costing a cycle ran in between.
 
-Block cost: max(Σ reciprocal throughput, longest register dependency chain in the block, with
-the L1D latency on every memory read); each instruction's share is proportional to its
-throughput. Caches are LRU, 64-byte lines, indexed by guest virtual address; a miss costs the
+Block cost: max(Σ reciprocal throughput, longest loop-carried register dependency — a path
+from a register's value at block entry to its value at block exit, e.g. 4 cycles for
+`mov rax, [rax]` — with the L1D latency on memory reads); an instruction's share is its
+throughput when the block is throughput-bound, else proportional to it. Out-of-order overlap
+between blocks is assumed for everything that is not loop-carried. Caches are LRU, 64-byte lines, indexed by guest virtual address; a miss costs the
 serving level's latency minus the L1D latency. All parameters, with sources, are in
 `cycle_model.toml`.
 """
@@ -205,6 +207,7 @@ _SYSTEM = {"lgdt", "lidt", "lldt", "ltr", "sgdt", "sidt", "wrmsr", "rdmsr", "inv
            "sysret", "sysretq", "swapgs", "wbinvd", "invd", "clts", "lmsw", "sysenter", "sysexit", "xsetbv",
            "xgetbv", "rsm", "ud2", "pushf", "popf", "pushfd", "popfd", "pushfq", "popfq"}
 _SEGMENT = {"cs", "ds", "es", "fs", "gs", "ss"}
+_MEASURED_WHOLE = {"lock_rmw", "lock_cmpxchg", "xchg_mem"}  # DESIGN §5 figures include the memory access
 _SHIFTS = {"shl", "shr", "sar", "sal", "rol", "ror", "rcl", "rcr", "shld", "shrd", "shlx", "shrx", "sarx",
            "rorx"}
 
@@ -310,8 +313,8 @@ class _BlockCoster:
 
     def cost(self, insns) -> tuple[list[int], int, bool, bool, int, int]:
         """(costs, kind, rep_last, first_rep, rep_iteration mc, target) of a block."""
-        ready: dict[str, float] = {}
-        chain = 0.0
+        # reg -> {register at block entry: longest latency path from it to reg's current value}
+        deps: dict[str, dict[str, float]] = {}
         thr: list[float] = []
         decoded: list[_Decoded] = []
         classes = self.p.classes
@@ -339,11 +342,18 @@ class _BlockCoster:
             if insn.mnemonic in ("xor", "sub", "pxor", "xorps", "vpxor") and len(ops) == 2 and \
                     all(o.type == cx.X86_OP_REG for o in ops) and ops[0].reg == ops[1].reg:
                 reads = set()  # zero idiom: no input dependency
-            start = max((ready.get(r, 0.0) for r in reads), default=0.0)
-            done = start + c.latency + (self.p.l1_latency if d.reads_mem else 0.0)
+            lat = c.latency + (self.p.l1_latency if d.reads_mem and d.cls not in _MEASURED_WHOLE else 0.0)
+            paths: dict[str, float] = {}
+            for r in reads:
+                for src, length in deps.get(r, {r: 0.0}).items():
+                    if length > paths.get(src, -1.0):
+                        paths[src] = length
+            paths = {src: length + lat for src, length in paths.items()}
             for r in writes:
-                ready[r] = done
-            chain = max(chain, done)
+                deps[r] = paths
+        # The loop-carried bound: a value that depends on its own value at block entry cannot
+        # be ready sooner than that path's latency after the previous execution's.
+        chain = max((paths.get(r, 0.0) for r, paths in deps.items()), default=0.0)
         t_mc = [_mc(t) for t in thr]
         if chain <= sum(thr):
             costs = t_mc  # throughput-bound: each instruction costs exactly its throughput
