@@ -29,12 +29,16 @@ MIN_RAM_MIB = 64
 MAX_RAM_MIB = 4096 - 256  # keep RAM below the 32-bit MMIO hole; phase 1 needs far less
 
 
+def check_ram_size(ram_mib: int) -> None:
+    if not MIN_RAM_MIB <= ram_mib <= MAX_RAM_MIB:
+        raise UsageError(f"--memory {ram_mib}: RAM must be {MIN_RAM_MIB} to {MAX_RAM_MIB} MiB")
+
+
 class PhysicalMemory:
     """RAM `[0, ram_size)` minus the ROM window, and the 64 KiB ROM at 0xF0000."""
 
     def __init__(self, ram_mib: int, rom: bytes) -> None:
-        if not MIN_RAM_MIB <= ram_mib <= MAX_RAM_MIB:
-            raise UsageError(f"--memory {ram_mib}: RAM must be {MIN_RAM_MIB} to {MAX_RAM_MIB} MiB")
+        check_ram_size(ram_mib)
         if len(rom) != ROM_SIZE:
             raise UsageError(f"firmware image is {len(rom)} bytes; the BIOS ROM must be exactly {ROM_SIZE}")
         self.size = ram_mib << 20

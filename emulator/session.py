@@ -8,7 +8,7 @@ from pathlib import Path
 from .errors import UsageError
 from .loader import KernelImage, load_image
 from .machine import BootConfig, Machine, RunResult
-from .memory import ROM_SIZE
+from .memory import ROM_SIZE, check_ram_size
 
 DEFAULT_FIRMWARE = Path(__file__).resolve().parent.parent / "images" / "firmware.bin"
 
@@ -31,6 +31,7 @@ def prepare(
     on_serial: Callable[[bytes], None] | None = None,
     kernel_instruments: tuple = (),
 ) -> Machine:
+    check_ram_size(config.memory_mib)  # before the image is measured against it
     image: KernelImage = load_image(image_path, config.memory_mib << 20)
     return Machine(image, read_firmware(firmware), config, on_serial=on_serial, kernel_instruments=kernel_instruments)
 
