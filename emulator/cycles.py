@@ -374,9 +374,10 @@ class _BlockCoster:
 
 # -- the accounting object ---------------------------------------------------------------------
 
-def _release(lib, uch, handles, state) -> None:
+def _release(lib, uc, handles, state) -> None:
+    # Holding `uc` keeps the engine open until its hooks are gone and the state is freed.
     for h in handles:
-        uclib.uc_hook_del(uch, h)
+        uclib.uc_hook_del(uc._uch, h)
     handles.clear()
     lib.cm_free(state)
 
@@ -423,8 +424,7 @@ class CycleAccounting:
         if not self._state:
             raise CycleModelError("the native cycle model refused its parameters (check cycle_model.toml)")
         self._handles: list[int] = []
-        self._finalizer = weakref.finalize(self, _release, self._lib, uc._uch, self._handles, self._state)
-        self._keep_uc = uc  # the finalizer must run while the engine is open
+        self._finalizer = weakref.finalize(self, _release, self._lib, uc, self._handles, self._state)
 
     # -- hooks --
 

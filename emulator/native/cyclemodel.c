@@ -130,10 +130,6 @@ static int cache_init(cache_t *c, int64_t sets, int64_t ways) {
     return c->tag && c->stamp ? 0 : -1;
 }
 static void cache_free(cache_t *c) { free(c->tag); free(c->stamp); c->tag = c->stamp = NULL; }
-static void cache_clear(cache_t *c) {
-    memset(c->tag, 0, (size_t)(c->sets * c->ways) * sizeof(uint64_t));
-    memset(c->stamp, 0, (size_t)(c->sets * c->ways) * sizeof(uint64_t));
-}
 
 /* Look up `key` in a set-associative LRU structure; fill on a miss.  Returns 1 on a hit. */
 static inline int cache_access(cm_state *s, cache_t *c, uint64_t key) {
