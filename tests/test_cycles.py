@@ -315,3 +315,28 @@ def test_pvh_32bit_entry_in_a_64bit_instance_then_long_mode():
     acc.finish(uc.reg_read(x.UC_X86_REG_RIP))
     assert uc.reg_read(x.UC_X86_REG_RBX) == 3 and uc.reg_read(x.UC_X86_REG_RAX) == 0x123456789
     assert acc.instructions == 15 + 3
+
+
+@pytest.mark.parametrize("code_hook", [False, True])
+def test_stop_from_an_out_hook_counts_up_to_the_out(code_hook):
+    # The machine's isa-debug-exit: emu_stop from the `out` hook, then finish(PC after the out);
+    # without a code hook Unicorn finishes the block first, with one it stops right there.
+    from unicorn import UC_HOOK_CODE, UC_HOOK_INSN
+    src = "mov rcx, 3; L: dec rcx; jnz L; mov al, 0x10; out 0xf4, al; inc rbx; inc rbx; jmp M; M: hlt"
+    code = asm(src)
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc.mem_map(0, RAM)
+    uc.mem_write(CODE, code)
+    acc = CycleAccounting(uc)
+    acc.attach()
+    exit_pc = []
+
+    def out(uc, port, size, value, user_data):
+        exit_pc.append(uc.reg_read(x.UC_X86_REG_RIP) + 2)
+        uc.emu_stop()
+    uc.hook_add(UC_HOOK_INSN, out, None, 1, 0, x.UC_X86_INS_OUT)
+    if code_hook:
+        uc.hook_add(UC_HOOK_CODE, lambda *a: None)
+    uc.emu_start(CODE, CODE + len(code))
+    acc.finish(exit_pc[0])
+    assert acc.instructions == 1 + 2 * 3 + 2

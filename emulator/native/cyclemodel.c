@@ -48,6 +48,7 @@ typedef struct {
 
 typedef struct {
     uint64_t addr, target, last_pc;
+    uint64_t line0, line1;     /* first and last 64-byte code line */
     uint64_t base;             /* millicycles of all instructions (L1 hits, predicted branches) */
     uint64_t rep_iter;         /* millicycles per further iteration of a trailing rep instruction */
     uint64_t prof_insns, prof_mc;
@@ -260,22 +261,28 @@ static inline void predict(cm_state *s, const block_t *pb, uint64_t next) {
         else if (taken && !(s->btb_tag[bslot] == pc + 1 && s->btb_target[bslot] == next)) {
             s->counters[C_BTB_MISS]++; pen += (uint64_t)s->p.btb_miss;
         }
-        s->bp[i] = taken ? (ctr < 3 ? ctr + 1 : 3) : (ctr > 0 ? ctr - 1 : 0);
-        s->ghist = ((s->ghist << 1) | (uint64_t)taken) & s->hist_mask;
-        if (taken) { s->btb_tag[bslot] = pc + 1; s->btb_target[bslot] = next; }
+        /* Stores only when something changes: in a steady loop nothing does, and unconditional
+         * read-modify-writes would chain every block hook call through store forwarding. */
+        uint8_t nctr = taken ? (ctr < 3 ? ctr + 1 : 3) : (ctr > 0 ? ctr - 1 : 0);
+        if (nctr != ctr) s->bp[i] = nctr;
+        uint64_t nh = ((s->ghist << 1) | (uint64_t)taken) & s->hist_mask;
+        if (nh != s->ghist) s->ghist = nh;
+        if (taken && (s->btb_tag[bslot] != pc + 1 || s->btb_target[bslot] != next)) {
+            s->btb_tag[bslot] = pc + 1; s->btb_target[bslot] = next;
+        }
         break;
     }
     case K_JMP: case K_CALL:
         if (!(s->btb_tag[bslot] == pc + 1 && s->btb_target[bslot] == next)) {
             s->counters[C_BTB_MISS]++; pen += (uint64_t)s->p.btb_miss;
+            s->btb_tag[bslot] = pc + 1; s->btb_target[bslot] = next;
         }
-        s->btb_tag[bslot] = pc + 1; s->btb_target[bslot] = next;
         break;
     case K_JMP_IND: case K_CALL_IND:
         if (!(s->btb_tag[bslot] == pc + 1 && s->btb_target[bslot] == next)) {
             s->counters[C_MISPREDICT]++; pen += (uint64_t)s->p.mispredict;
+            s->btb_tag[bslot] = pc + 1; s->btb_target[bslot] = next;
         }
-        s->btb_tag[bslot] = pc + 1; s->btb_target[bslot] = next;
         break;
     case K_RET: {
         uint64_t want = 0;
@@ -341,9 +348,9 @@ static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *user) 
     b->prof_insns += b->n;
     s->counters[C_BASE] += b->base;
     charge(s, b->base);
-    if (size) {
+    if (size && !(b->line0 == b->line1 && b->line0 == s->last_fetch_line)) {
         uint64_t pen = 0;
-        for (uint64_t l = addr >> 6; l <= (addr + size - 1) >> 6; l++) {
+        for (uint64_t l = b->line0; l <= b->line1; l++) {
             if (l == s->last_fetch_line) continue;
             s->last_fetch_line = l;
             if (!cache_access(s, &s->l1i, l)) { s->counters[C_L1I_MISS]++; pen += outer_access(s, l); }
@@ -523,6 +530,8 @@ int cm_add_block(cm_state *s, uint64_t addr, uint32_t size, uint32_t n, const ui
     s->npool += 2 * n + 1;
     b->base = sum;
     b->last_pc = n ? addr + offs[n - 1] : addr;
+    b->line0 = addr >> 6;
+    b->line1 = size ? (addr + size - 1) >> 6 : addr >> 6;
     uint32_t h = hash_key(addr, size);
     b->next = s->buckets[h];
     s->buckets[h] = idx;
