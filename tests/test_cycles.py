@@ -340,3 +340,21 @@ def test_stop_from_an_out_hook_counts_up_to_the_out(code_hook):
     uc.emu_start(CODE, CODE + len(code))
     acc.finish(exit_pc[0])
     assert acc.instructions == 1 + 2 * 3 + 2
+
+
+def test_detach_stops_counting_and_budget_none_runs_free():
+    code = asm("mov rcx, 50; L: dec rcx; jnz L; hlt")
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc.mem_map(0, RAM)
+    uc.mem_write(CODE, code)
+    acc = CycleAccounting(uc)
+    acc.attach()
+    acc.set_budget(10)
+    acc.set_budget(None)
+    uc.emu_start(CODE, CODE + len(code))
+    acc.finish(uc.reg_read(x.UC_X86_REG_RIP))
+    counted, cycles = acc.instructions, acc.cycles
+    assert counted == 1 + 2 * 50 + 1
+    acc.detach()
+    uc.emu_start(CODE, CODE + len(code))
+    assert (acc.instructions, acc.cycles) == (counted, cycles)
