@@ -17,6 +17,11 @@ per-access callback is C (`emulator/native/cyclemodel.c`, built by `pip install`
 * `UC_HOOK_INTR`, `UC_HOOK_INSN_INVALID` and the invalid-memory hooks only note that the current
   block stopped early (they never handle anything; the machine's hooks still decide).
 
+Measured with `measure_mips()` on this host (best of 3, one run): load/add/store loop — plain
+Unicorn 176 MIPS, empty native block+memory hooks 75, counting only 135, full accounting 64
+(36 % of plain; Unicorn's memory-hook dispatch alone leaves 43 %); ALU loop — plain 2720,
+empty hooks 1680, counting 575, full 579 (21 %: without hooks QEMU chains these tiny blocks).
+
 Python runs only when the block hook meets a block it has not seen (keyed by address and size):
 it decodes the block with capstone, classifies each instruction, computes the block's cost and
 hands it down (`cm_add_block`). Costs are millicycles internally; `cycles` is the integer part.
