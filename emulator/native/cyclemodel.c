@@ -58,7 +58,7 @@ typedef struct {
 } block_t;
 
 typedef struct {
-    uint64_t *tag, *stamp;     /* tag = line + 1, 0 = empty */
+    uint64_t *tag;             /* per set, most recent first; tag = line + 1, 0 = empty */
     int64_t sets, ways;
 } cache_t;
 
@@ -92,10 +92,11 @@ typedef struct {
     int budget_on, budget_stop, error;
     int cur_cont;              /* the current block is a rep continuation (counted nothing) */
     int32_t cur, prev;
-    uint64_t seq, fault_seq, active_seq; /* block serial; last block that faulted / showed activity */
+    uint64_t seq, fault_seq, active_seq; /* block serial; last block that faulted / did an `out` */
+    uint64_t mem_at_block;     /* loads + stores when the current block started */
 
     cache_t l1d, l1i, l2, l3;
-    uint64_t clock;            /* LRU stamps */
+    uint64_t clock;            /* L1 DTLB LRU stamps */
     uint64_t last_line, last_fetch_line, last_page, last_wline;
 
     uint64_t tlb1_page[128], tlb1_stamp[128];
@@ -126,24 +127,28 @@ static inline uint32_t code_key(uint64_t line) {
 static int cache_init(cache_t *c, int64_t sets, int64_t ways) {
     c->sets = sets;
     c->ways = ways;
-    c->tag = calloc((size_t)(sets * ways), sizeof(uint64_t));
-    c->stamp = calloc((size_t)(sets * ways), sizeof(uint64_t));
-    return c->tag && c->stamp ? 0 : -1;
+    c->tag = sets > 0 && ways > 0 ? calloc((size_t)(sets * ways), sizeof(uint64_t)) : NULL;
+    return c->tag ? 0 : -1;
 }
-static void cache_free(cache_t *c) { free(c->tag); free(c->stamp); c->tag = c->stamp = NULL; }
+static void cache_free(cache_t *c) { free(c->tag); c->tag = NULL; }
 
-/* Look up `key` in a set-associative LRU structure; fill on a miss.  Returns 1 on a hit. */
+/* Look up `key` in a set-associative LRU structure; fill on a miss.  Returns 1 on a hit.
+ * Each set keeps its tags in recency order (most recent first), which is exact LRU and makes
+ * the common hit on the most recent way one compare. */
 static inline int cache_access(cm_state *s, cache_t *c, uint64_t key) {
-    uint64_t set = key % (uint64_t)c->sets;
-    uint64_t *tag = c->tag + set * c->ways, *stamp = c->stamp + set * c->ways;
+    (void)s;
+    uint64_t *tag = c->tag + (key % (uint64_t)c->sets) * (uint64_t)c->ways;
     uint64_t want = key + 1;
-    int64_t victim = 0;
-    for (int64_t w = 0; w < c->ways; w++) {
-        if (tag[w] == want) { stamp[w] = ++s->clock; return 1; }
-        if (stamp[w] < stamp[victim]) victim = w;
+    if (tag[0] == want) return 1;
+    for (int64_t w = 1; w < c->ways; w++) {
+        if (tag[w] == want) {
+            memmove(tag + 1, tag, (size_t)w * sizeof *tag);
+            tag[0] = want;
+            return 1;
+        }
     }
-    tag[victim] = want;
-    stamp[victim] = ++s->clock;
+    memmove(tag + 1, tag, (size_t)(c->ways - 1) * sizeof *tag);
+    tag[0] = want;
     return 0;
 }
 
@@ -336,7 +341,6 @@ static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *user) 
         s->prev = idx;
         s->cur_cont = 1;
         s->counters[C_REP_ITER]++;
-        s->counters[C_BASE] += b->rep_iter;
         charge(s, b->rep_iter);
         return;
     }
@@ -344,9 +348,9 @@ static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *user) 
     s->cur = idx;
     s->prev = idx;
     s->cur_cont = 0;
+    s->mem_at_block = s->counters[C_LOADS] + s->counters[C_STORES];
     s->insns += b->n;
     b->prof_insns += b->n;
-    s->counters[C_BASE] += b->base;
     charge(s, b->base);
     if (size && !(b->line0 == b->line1 && b->line0 == s->last_fetch_line)) {
         uint64_t pen = 0;
@@ -362,7 +366,6 @@ static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *user) 
 static void hook_mem(uc_engine *uc, int type, uint64_t addr, int size, int64_t value, void *user) {
     cm_state *s = user;
     (void)uc; (void)value;
-    s->active_seq = s->seq;
     uint64_t line = addr >> 6, end_line = (addr + (uint64_t)size - 1) >> 6;
     int write = type == UC_MEM_WRITE;
     if (write) {
@@ -555,13 +558,13 @@ void cm_finish(cm_state *s, uint64_t stop_pc) {
     /* Stopped at the block's start: either it never ran (a precise stop before its first
      * instruction, or a fault there) or it ran to its end and jumped back to its own start (a
      * stop between blocks).  Only the second leaves traces: a memory access or an `out`. */
-    if (i == 0 && s->fault_seq != s->seq && s->active_seq == s->seq) { s->cur = -1; return; }
+    int active = s->active_seq == s->seq || s->counters[C_LOADS] + s->counters[C_STORES] != s->mem_at_block;
+    if (i == 0 && s->fault_seq != s->seq && active) { s->cur = -1; return; }
     uint64_t undone = b->base - s->pool[b->pool + b->n + (uint32_t)i];
     s->insns -= b->n - (uint32_t)i;
     b->prof_insns -= b->n - (uint32_t)i;
     s->mc -= undone;
     b->prof_mc -= undone;
-    s->counters[C_BASE] -= undone;
     s->cur = -1;
 }
 
@@ -570,7 +573,12 @@ uint64_t cm_cycles(cm_state *s) { return s->mc / 1000; }
 uint64_t cm_millicycles(cm_state *s) { return s->mc; }
 int cm_error(cm_state *s) { return s->error; }
 int cm_budget_stopped(cm_state *s) { return s->budget_stop; }
-void cm_counters(cm_state *s, uint64_t *out) { memcpy(out, s->counters, sizeof s->counters); }
+void cm_counters(cm_state *s, uint64_t *out) {
+    memcpy(out, s->counters, sizeof s->counters);
+    /* base = everything that is not a penalty (not counted per block: it is the hot path) */
+    out[C_BASE] = s->mc - s->counters[C_MEM_MC] - s->counters[C_TLB_MC] - s->counters[C_BRANCH_MC] -
+                  s->counters[C_FETCH_MC];
+}
 int cm_ncounters(void) { return C_NCOUNTERS; }
 int32_t cm_nblocks(cm_state *s) { return s->nblocks; }
 /* Profile row i: start address, instructions, millicycles. */
