@@ -17,10 +17,11 @@ per-access callback is C (`emulator/native/cyclemodel.c`, built by `pip install`
 * `UC_HOOK_INTR`, `UC_HOOK_INSN_INVALID` and the invalid-memory hooks only note that the current
   block stopped early (they never handle anything; the machine's hooks still decide).
 
-Measured with `measure_mips()` on this host (best of 3, one run): load/add/store loop — plain
-Unicorn 176 MIPS, empty native block+memory hooks 75, counting only 135, full accounting 64
-(36 % of plain; Unicorn's memory-hook dispatch alone leaves 43 %); ALU loop — plain 2720,
-empty hooks 1680, counting 575, full 579 (21 %: without hooks QEMU chains these tiny blocks).
+Measured with `measure_mips()` on this host (best of 3, one run; 2 shared cores): load/add/
+store loop — plain Unicorn 164–177 MIPS, empty native block+memory hooks 73–76, counting only
+128–132, full accounting 65–66 (37–40 % of plain; Unicorn's memory-hook dispatch alone leaves
+43–44 %); ALU loop — plain ≈2700, empty hooks ≈1680, counting ≈535, full ≈540 (20 %: without
+hooks QEMU chains these six-instruction blocks; the block hook's own work is what costs here).
 
 Python runs only when the block hook meets a block it has not seen (keyed by address and size):
 it decodes the block with capstone, classifies each instruction, computes the block's cost and
@@ -50,6 +51,14 @@ throughput when the block is throughput-bound, else proportional to it. Out-of-o
 between blocks is assumed for everything that is not loop-carried. Caches are LRU, 64-byte lines, indexed by guest virtual address; a miss costs the
 serving level's latency minus the L1D latency. All parameters, with sources, are in
 `cycle_model.toml`.
+
+Known limits: a stop exactly at the start of the last counted block is read as "it never ran"
+(a precise stop or a fault there) unless the block left a trace (a memory access or an `out`),
+so an asynchronous stop (timeout) right after a memory-free block that jumped to its own start
+undercounts that block; 2 MiB mappings are modelled as 4 KiB pages; caches are indexed by
+virtual address; code rewritten through another virtual alias, or the same bytes run in another
+CPU mode at the same address and size, is not decoded again (`forget_code` does it by hand);
+dependency chains across blocks and memory-carried dependencies are not modelled.
 """
 
 from __future__ import annotations
