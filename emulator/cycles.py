@@ -316,58 +316,79 @@ def _canon(insn, regs) -> set[str]:
     return out
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """What the model needs of one instruction encoding (independent of its address)."""
+    d: _Decoded
+    throughput: float
+    latency: float
+    reads: frozenset[str]
+    writes: frozenset[str]
+    rel_target: int  # direct branch target minus the instruction's address
+
+
 class _BlockCoster:
-    """Turns a decoded block into per-instruction millicycle costs (see the module docstring)."""
+    """Turns a decoded block into per-instruction millicycle costs (see the module docstring).
+    Instruction encodings repeat a lot, so each is analysed once (per CPU mode)."""
 
     def __init__(self, params: CycleParams) -> None:
         self.p = params
         missing = {"other", "alu", "mov", "load", "store"} - params.classes.keys()
         if missing:
             raise CycleModelError(f"cycle model parameters lack instruction classes {sorted(missing)}")
+        self._facts: dict[tuple[int, bytes], _Facts] = {}
 
-    def cost(self, insns) -> tuple[list[int], int, bool, bool, int, int]:
-        """(costs, kind, rep_last, first_rep, rep_iteration mc, target) of a block."""
+    def facts(self, cs: Cs, bits: int, raw: bytes, address: int) -> _Facts | None:
+        key = (bits, raw)
+        f = self._facts.get(key)
+        if f is None:
+            insn = next(cs.disasm(raw, address), None)
+            if insn is None:
+                return None
+            f = self._facts[key] = self._analyse(insn)
+        return f
+
+    def _analyse(self, insn) -> _Facts:
+        classes = self.p.classes
+        d = _classify(insn)
+        c = classes.get(d.cls, classes["other"])
+        t = c.throughput
+        if d.cls in ("alu", "shift", "imul", "simd", "x87", "div") and d.reads_mem:
+            t += classes["load"].throughput
+        if d.cls in ("alu", "shift", "simd") and any(o.type == cx.X86_OP_MEM and o.access & 2 for o in insn.operands):
+            t += classes["store"].throughput
+        try:
+            r, w = insn.regs_access()
+            reads, writes = _canon(insn, r), _canon(insn, w)
+        except CsError:
+            reads, writes = set(), set()
+        if d.cls in ("push", "pop", "call", "ret"):
+            reads.discard("rsp")
+            writes.discard("rsp")  # the stack engine tracks rsp without a dependency
+        ops = insn.operands
+        if insn.mnemonic in ("xor", "sub", "pxor", "xorps", "vpxor") and len(ops) == 2 and \
+                all(o.type == cx.X86_OP_REG for o in ops) and ops[0].reg == ops[1].reg:
+            reads = set()  # zero idiom: no input dependency
+        lat = c.latency + (self.p.l1_latency if d.reads_mem and d.cls not in _MEASURED_WHOLE else 0.0)
+        return _Facts(d, t, lat, frozenset(reads), frozenset(writes), d.target - insn.address if d.target else 0)
+
+    def cost(self, facts: list[_Facts]) -> tuple[list[int], int, bool, bool, int, int]:
+        """(costs, kind, rep_last, first_rep, rep_iteration mc, relative target) of a block."""
         # reg -> {register at block entry: longest latency path from it to reg's current value}
         deps: dict[str, dict[str, float]] = {}
-        thr: list[float] = []
-        decoded: list[_Decoded] = []
-        classes = self.p.classes
-        load_t, store_t = classes["load"].throughput, classes["store"].throughput
-        for insn in insns:
-            d = _classify(insn)
-            decoded.append(d)
-            c = classes.get(d.cls, classes["other"])
-            t = c.throughput
-            if d.cls in ("alu", "shift", "imul", "simd", "x87", "div") and d.reads_mem:
-                t += load_t
-            if d.cls in ("alu", "shift", "simd") and any(o.type == cx.X86_OP_MEM and o.access & 2
-                                                          for o in insn.operands):
-                t += store_t
-            thr.append(t)
-            try:
-                reads, writes = insn.regs_access()
-                reads, writes = _canon(insn, reads), _canon(insn, writes)
-            except CsError:
-                reads, writes = set(), set()
-            if d.cls in ("push", "pop", "call", "ret"):
-                reads.discard("rsp")
-                writes.discard("rsp")  # the stack engine tracks rsp without a dependency
-            ops = insn.operands
-            if insn.mnemonic in ("xor", "sub", "pxor", "xorps", "vpxor") and len(ops) == 2 and \
-                    all(o.type == cx.X86_OP_REG for o in ops) and ops[0].reg == ops[1].reg:
-                reads = set()  # zero idiom: no input dependency
-            lat = c.latency + (self.p.l1_latency if d.reads_mem and d.cls not in _MEASURED_WHOLE else 0.0)
+        for f in facts:
             paths: dict[str, float] = {}
-            for r in reads:
+            for r in f.reads:
                 for src, length in deps.get(r, {r: 0.0}).items():
                     if length > paths.get(src, -1.0):
                         paths[src] = length
-            paths = {src: length + lat for src, length in paths.items()}
-            for r in writes:
+            paths = {src: length + f.latency for src, length in paths.items()}
+            for r in f.writes:
                 deps[r] = paths
         # The loop-carried bound: a value that depends on its own value at block entry cannot
         # be ready sooner than that path's latency after the previous execution's.
         chain = max((paths.get(r, 0.0) for r, paths in deps.items()), default=0.0)
+        thr = [f.throughput for f in facts]
         t_mc = [_mc(t) for t in thr]
         if chain <= sum(thr):
             costs = t_mc  # throughput-bound: each instruction costs exactly its throughput
@@ -378,12 +399,12 @@ class _BlockCoster:
                 share = total_mc - acc if i == len(t_mc) - 1 else total_mc * t // sum_t
                 costs.append(share)
                 acc += share
-        last = decoded[-1]
+        last = facts[-1].d
         rep_mc = 0
         if last.rep is not None:
             rate = self.p.rep_iteration.get(last.rep, 1.0)
             rep_mc = _mc(rate * last.rep_bytes if last.rep in ("movs", "stos") else rate)
-        return costs, last.kind, last.rep is not None, decoded[0].rep is not None, rep_mc, last.target
+        return costs, last.kind, last.rep is not None, facts[0].d.rep is not None, rep_mc, facts[-1].rel_target
 
 
 # -- the accounting object ---------------------------------------------------------------------
@@ -475,16 +496,23 @@ class CycleAccounting:
     def _decode(self, address: int, size: int) -> int:
         try:
             code = self._read_code(address, size)
-            cs = self._cs[self._code_bits()]
-            insns = list(cs.disasm(code, address))
+            bits = self._code_bits()
+            cs = self._cs[bits]
+            facts, offs = [], []
+            for at, length, _, _ in cs.disasm_lite(code, address):
+                f = self._coster.facts(cs, bits, code[at - address:at - address + length], at)
+                if f is None:
+                    break
+                facts.append(f)
+                offs.append(at - address)
             if not size:
                 offs, costs, kind, rep_last, first_rep, rep_mc, target = [], [], K_NONE, 0, 0, 0, 0
-            elif not insns:  # bytes capstone cannot decode: one instruction of class `other`
+            elif not facts:  # bytes capstone cannot decode: one instruction of class `other`
                 offs, costs = [0], [_mc(self.params.classes["other"].throughput)]
                 kind, rep_last, first_rep, rep_mc, target = K_NONE, 0, 0, 0, 0
             else:
-                costs, kind, rep_last, first_rep, rep_mc, target = self._coster.cost(insns)
-                offs = [i.address - address for i in insns]
+                costs, kind, rep_last, first_rep, rep_mc, rel = self._coster.cost(facts)
+                target = address + offs[-1] + rel if rel else 0
             n = len(offs)
             arr = ctypes.c_uint32 * max(n, 1)
             if self._lib.cm_add_block(self._state, address, size, n, arr(*offs), arr(*costs), kind, target & (2**64 - 1),
