@@ -1,0 +1,233 @@
+"""The assembly dialect (docs/INTERNALS.md §1): lines, labels, directives and expressions."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+
+class AssemblyError(Exception):
+    """A problem in a source file; the message starts with `file:line: `."""
+
+
+@dataclass(frozen=True)
+class Where:
+    file: str
+    line: int
+
+    def error(self, message: str) -> AssemblyError:
+        return AssemblyError(f"{self.file}:{self.line}: {message}")
+
+
+@dataclass(frozen=True)
+class Line:
+    where: Where
+    labels: tuple[str, ...]
+    directive: str | None  # ".byte", ".section", …
+    args: str  # the directive's arguments, or the instruction text
+    is_instruction: bool
+
+
+_LABEL = re.compile(r"\s*([A-Za-z_.][\w.$]*)\s*:(?!:)")
+_IDENT = re.compile(r"[A-Za-z_.][\w.$]*")
+
+
+def strip_comment(text: str) -> str:
+    out, quote = [], None
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            out.append(ch)
+            if ch == "\\" and i + 1 < len(text):
+                out.append(text[i + 1])
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+            out.append(ch)
+        elif ch == ";":
+            break
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out).strip()
+
+
+def parse_lines(file: str, text: str) -> list[Line]:
+    lines = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        where = Where(file, number)
+        body = strip_comment(raw)
+        labels = []
+        while True:
+            m = _LABEL.match(body)
+            if not m:
+                break
+            labels.append(m.group(1))
+            body = body[m.end():].strip()
+        if not body:
+            if labels:
+                lines.append(Line(where, tuple(labels), None, "", False))
+            continue
+        if body.startswith("."):
+            name, _, args = body.partition(" ")
+            lines.append(Line(where, tuple(labels), name.lower(), args.strip(), False))
+        else:
+            lines.append(Line(where, tuple(labels), None, body, True))
+    return lines
+
+
+def split_args(text: str) -> list[str]:
+    """Split on commas outside brackets, parentheses and quotes."""
+    parts, depth, quote, current = [], 0, None, []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            current.append(ch)
+            if ch == "\\" and i + 1 < len(text):
+                current.append(text[i + 1])
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+            current.append(ch)
+        elif ch in "([":
+            depth += 1
+            current.append(ch)
+        elif ch in ")]":
+            depth -= 1
+            current.append(ch)
+        elif ch == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    if current or parts:
+        parts.append("".join(current).strip())
+    return parts
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'": "'"}
+
+
+def parse_string(text: str, where: Where) -> bytes:
+    text = text.strip()
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        raise where.error(f"expected a quoted string, got {text!r}")
+    out = bytearray()
+    body = text[1:-1]
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\" and i + 1 < len(body):
+            nxt = body[i + 1]
+            if nxt == "x":
+                out.append(int(body[i + 2 : i + 4], 16))
+                i += 4
+                continue
+            if nxt not in _ESCAPES:
+                raise where.error(f"unknown escape \\{nxt}")
+            out += _ESCAPES[nxt].encode()
+            i += 2
+            continue
+        out += ch.encode()
+        i += 1
+    return bytes(out)
+
+
+# -- expressions ------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\s*(0x[0-9a-fA-F]+|0b[01]+|\d+|'(?:\\.|[^'])'|<<|>>|[A-Za-z_.][\w.$]*|\$|[-+*/%&|^~()])")
+_BINARY = [("|",), ("^",), ("&",), ("<<", ">>"), ("+", "-"), ("*", "/", "%")]
+
+
+class Expr:
+    """A parsed expression; `value(lookup)` evaluates it, `symbols` names what it needs."""
+
+    def __init__(self, text: str, where: Where) -> None:
+        self.text = text
+        self.where = where
+        self.tokens = self._tokenize(text)
+        self.symbols = {t for t in self.tokens if _IDENT.fullmatch(t) or t == "$"}
+
+    def _tokenize(self, text: str) -> list[str]:
+        tokens, pos = [], 0
+        text = text.strip()
+        while pos < len(text):
+            m = _TOKEN.match(text, pos)
+            if not m:
+                raise self.where.error(f"cannot parse expression {text!r} at {text[pos:]!r}")
+            tokens.append(m.group(1))
+            pos = m.end()
+        if not tokens:
+            raise self.where.error("empty expression")
+        return tokens
+
+    def value(self, lookup: Callable[[str], int | None]) -> int:
+        self._pos = 0
+        self._lookup = lookup
+        result = self._binary(0)
+        if self._pos != len(self.tokens):
+            raise self.where.error(f"unexpected {self.tokens[self._pos]!r} in {self.text!r}")
+        return result
+
+    def _binary(self, level: int) -> int:
+        if level == len(_BINARY):
+            return self._unary()
+        left = self._binary(level + 1)
+        while self._pos < len(self.tokens) and self.tokens[self._pos] in _BINARY[level]:
+            op = self.tokens[self._pos]
+            self._pos += 1
+            right = self._binary(level + 1)
+            if op in ("/", "%") and right == 0:
+                raise self.where.error(f"division by zero in {self.text!r}")
+            left = {"|": left | right, "^": left ^ right, "&": left & right, "<<": left << right, ">>": left >> right,
+                    "+": left + right, "-": left - right, "*": left * right,
+                    "/": left // right if op == "/" else 0, "%": left % right if op == "%" else 0}[op]
+        return left
+
+    def _unary(self) -> int:
+        if self._pos >= len(self.tokens):
+            raise self.where.error(f"expression {self.text!r} ends too early")
+        tok = self.tokens[self._pos]
+        self._pos += 1
+        if tok == "-":
+            return -self._unary()
+        if tok == "+":
+            return self._unary()
+        if tok == "~":
+            return ~self._unary()
+        if tok == "(":
+            value = self._binary(0)
+            if self._pos >= len(self.tokens) or self.tokens[self._pos] != ")":
+                raise self.where.error(f"missing ')' in {self.text!r}")
+            self._pos += 1
+            return value
+        if tok.startswith("0x"):
+            return int(tok, 16)
+        if tok.startswith("0b"):
+            return int(tok, 2)
+        if tok.isdigit():
+            return int(tok)
+        if tok.startswith("'"):
+            inner = tok[1:-1]
+            return ord(_ESCAPES.get(inner[1], inner[1]) if inner.startswith("\\") else inner)
+        value = self._lookup(tok)
+        if value is None:
+            raise self.where.error(f"undefined symbol {tok!r}")
+        return value
+
+
+def evaluate(text: str, where: Where, symbols: Mapping[str, int], here: int | None = None) -> int:
+    def lookup(name: str) -> int | None:
+        if name == "$":
+            return here
+        return symbols.get(name)
+
+    return Expr(text, where).value(lookup)
