@@ -1,0 +1,163 @@
+"""The toolchain: keystone defects caught by the round trip, a standard ELF, determinism."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import rust_demangler
+from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+from elftools.elf.elffile import ELFFile
+from guest import long_mode_kernel
+from qemu import SUCCESS_STATUS, run_qemu
+
+from emulator.toolchain.build import assemble_flat, assemble_kernel
+from emulator.toolchain.dialect import AssemblyError
+from emulator.toolchain.rustnames import mangle
+
+
+def kernel(body: str) -> bytes:
+    return assemble_kernel([("k.s", ".section text\nstart:\n" + body + "\n")]).elf
+
+
+@pytest.mark.parametrize("line, message", [
+    ("mov rbx, qword ptr [0x100000]", "assembled RIP-relative by keystone"),
+    (".code32\n    ljmp 0x08:0x8000", "operand-size prefix (0x66) to 'ljmp'"),
+    (".code32\n    lgdt [0x6000]", "operand-size prefix (0x66) to 'lgdt'"),
+])
+def test_round_trip_rejects_keystone_misassembly_naming_the_line(line, message):
+    with pytest.raises(AssemblyError) as err:
+        kernel("    nop\n    " + line)
+    text = str(err.value)
+    assert message in text
+    assert text.startswith(f"k.s:{4 + line.count(chr(10))}:")
+
+
+def test_relative_targets_decode_to_the_symbol_not_keystones_off_by_four():
+    image = assemble_kernel([("k.s", """
+.section text
+start:
+    jmp target
+    call target
+    lea rax, [rip + datum]
+    mov rbx, qword ptr [rip + datum + 8]
+target:
+    ret
+.section data
+datum: .quad 1, 2
+""")])
+    elf = ELFFile(__import__("io").BytesIO(image.elf))
+    text = elf.get_section_by_name(".text")
+    insns = list(Cs(CS_ARCH_X86, CS_MODE_64).disasm(text.data(), text["sh_addr"]))
+    target, datum = image.symbols["target"], image.symbols["datum"]
+    assert insns[0].op_str == hex(target) and insns[1].op_str == hex(target)
+    assert insns[2].op_str == f"rax, [rip + {hex(datum - insns[3].address)}]"
+    assert insns[3].op_str == f"rbx, qword ptr [rip + {hex(datum + 8 - insns[4].address)}]"
+
+
+def test_errors_name_file_and_line():
+    cases = {
+        "    mov rax, nowhere": "k.s:3: undefined symbol 'nowhere'",
+        "    frobnicate rax": "k.s:3: keystone cannot assemble",
+        "    .bogus 1": "k.s:3: unknown directive .bogus",
+        "start:": "k.s:3: label 'start' already defined at k.s:2",
+        "    .byte 300": "k.s:3: value 0x12c does not fit in 1 bytes",
+        "    mov rax, (1 + ": "k.s:3: expression",
+    }
+    for body, message in cases.items():
+        with pytest.raises(AssemblyError) as err:
+            kernel(body)
+        assert str(err.value).startswith(message), str(err.value)
+
+
+def test_elf_is_standard_with_pvh_note_segments_and_rust_symbols():
+    image = assemble_kernel([("k.s", long_mode_kernel("""
+.function main, aetherion::allocator::bump::BumpAllocator::alloc
+main:
+    ret
+.endfunction
+.function __rust_alloc
+__rust_alloc:
+    xor eax, eax
+    ret
+.endfunction
+.section data
+.object counter, aetherion::COUNTER
+counter: .quad 0
+.endobject
+"""))])
+    elf = ELFFile(__import__("io").BytesIO(image.elf))
+    assert (elf.header.e_type, elf.header.e_machine, elf.header.e_entry) == ("ET_EXEC", "EM_X86_64", image.entry)
+    loads = [(s.header.p_vaddr, s.header.p_flags) for s in elf.iter_segments() if s.header.p_type == "PT_LOAD"]
+    assert [flags for _, flags in loads] == [5, 4, 6]  # R-X text, R rodata, RW data+bss
+    assert all(vaddr % 0x1000 == 0 for vaddr, _ in loads) and loads[0][0] == 0x0220_0000
+    note = next(s for s in elf.iter_segments() if s.header.p_type == "PT_NOTE")
+    assert note.header.p_align == 4
+    (n,) = list(note.iter_notes())
+    assert n["n_name"] == "Xen" and n["n_type"] == 18 and int.from_bytes(n["n_descdata"], "little") == image.entry
+    symbols = {s.name: s for s in elf.get_section_by_name(".symtab").iter_symbols()}
+    mangled = mangle("aetherion::allocator::bump::BumpAllocator::alloc")
+    assert symbols[mangled]["st_info"]["type"] == "STT_FUNC" and symbols[mangled]["st_size"] == 1
+    assert rust_demangler.demangle(mangled).startswith("aetherion::allocator::bump::BumpAllocator::alloc::h")
+    assert symbols["__rust_alloc"]["st_size"] == 3
+    assert symbols[mangle("aetherion::COUNTER")]["st_info"]["type"] == "STT_OBJECT"
+
+
+def test_readelf_and_objdump_accept_the_image(tmp_path):
+    if not (shutil.which("readelf") and shutil.which("objdump")):
+        pytest.skip("binutils not installed")
+    path = tmp_path / "k.elf"
+    path.write_bytes(assemble_kernel([("k.s", long_mode_kernel(".function main, t::main\nmain:\n    ret\n.endfunction\n"))]).elf)
+    readelf = subprocess.run(["readelf", "-a", "-W", str(path)], capture_output=True, text=True)
+    assert readelf.returncode == 0 and "Warning" not in readelf.stderr and "Error" not in readelf.stderr
+    objdump = subprocess.run(["objdump", "-d", "-M", "intel", str(path)], capture_output=True, text=True)
+    assert objdump.returncode == 0 and "<_ZN1t4main" in objdump.stdout
+
+
+def test_qemu_boots_a_toolchain_kernel(tmp_path):
+    path = tmp_path / "k.elf"
+    path.write_bytes(assemble_kernel([("k.s", """
+.code32
+.section text
+.pvh_entry start
+start:
+    mov dx, 0x3F8
+    mov esi, message
+.Lnext:
+    mov al, byte ptr [esi]
+    test al, al
+    jz .Ldone
+    out dx, al
+    inc esi
+    jmp .Lnext
+.Ldone:
+    mov eax, 0x10
+    out 0xF4, eax
+    hlt
+.section rodata
+message: .asciz "hi\\n"
+""")]).elf)
+    run = run_qemu(path, "")
+    assert run.serial == b"hi\n" and run.status == SUCCESS_STATUS
+
+
+def test_same_sources_give_identical_bytes():
+    source = [("k.s", long_mode_kernel(".function main, t::main\nmain:\n    ret\n.endfunction\n"))]
+    assert assemble_kernel(source).elf == assemble_kernel(source).elf
+
+
+def test_flat_image_org_fill_and_sixteen_bit_far_jump():
+    rom = assemble_flat([("bios.s", """
+.code16
+start:
+    cli
+    hlt
+.org 0xFFFF0
+reset:
+    ljmp 0xF000:0x0000
+""")], base=0xF0000, size=0x10000)
+    assert len(rom.data) == 0x10000
+    assert rom.data[:2] == b"\xfa\xf4" and rom.data[2:0xFFF0] == b"\xff" * (0xFFF0 - 2)
+    assert rom.data[0xFFF0:0xFFF5] == bytes.fromhex("ea0000 00f0".replace(" ", ""))
+    assert rom.symbols["reset"] == 0xFFFF0
