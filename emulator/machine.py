@@ -263,6 +263,8 @@ class Machine:
     def _classify_silent_stop(self, uc: Uc, bits: int) -> None:
         """emu_start returned by itself: the guest halted, or triple-faulted silently."""
         pc = cpu_state.read(uc, "eip" if bits == 16 else "rip")
+        if bits == 16 and not cpu_state.read(uc, "cr0") & 1:
+            pc += cpu_state.read(uc, "cs") << 4  # real mode: EIP is an offset into CS
         flags = cpu_state.read(uc, "eflags" if bits == 16 else "rflags")
         before = self._read_code(uc, pc - 1, 1, bits)
         if before == b"\xf4":
@@ -287,6 +289,11 @@ class Machine:
         if self.uc is not None and self._mode(self.uc) == 64:
             return self.firmware_instructions + self.accounting.instructions
         return self.accounting.instructions
+
+    @property
+    def handoff_registers(self) -> dict[str, int] | None:
+        """The firmware's register state at the kernel's PVH entry (None if it never got there)."""
+        return dict(self._handoff) if hasattr(self, "_handoff") else None
 
     def virtual(self, uc: Uc | None = None) -> VirtualMemory:
         """Guest virtual memory as the CPU sees it now (through CR3 when paging is on)."""

@@ -90,8 +90,8 @@ def _check_prefixes(insn: Instruction, d, mode: int, code: bytes, got: str) -> N
                    for op in insn.operands)
     wants_32 = any(isinstance(op, Reg) and (op.name.startswith("e") or op.name.startswith("cr")) for op in insn.operands)
     uses_sse = any(isinstance(op, Reg) and op.name.startswith(("xmm", "ymm")) for op in insn.operands)
-    if uses_sse:
-        return
+    if uses_sse or (mode == 16 and _canonical(d.mnemonic) in BRANCHES):
+        return  # SSE: 0x66 is part of the opcode; a 16-bit rel32 branch: its target is checked below
     if mode in (32, 64) and not wants_16:
         raise insn.where.error(f"keystone added an operand-size prefix (0x66) to {insn.mnemonic!r}: {code.hex()} "
                                f"decodes as {got!r} with 16-bit operands; write the bytes by hand (.byte)")
