@@ -33,6 +33,7 @@ class Stmt:
     size: int = 0
     address: int = 0
     labels: tuple[str, ...] = ()  # qualified names bound to this statement's address
+    scope: str = ""  # where `.L` names resolve: "file#function", falling back to "file#"
 
 
 @dataclass
@@ -55,8 +56,13 @@ class Program:
     label_where: dict[str, Where] = field(default_factory=dict)
 
 
-def qualify(name: str, file: str) -> str:
-    return f"{file}:{name}" if name.startswith(".L") else name
+def qualify(name: str, scope: str) -> str:
+    """`.L` names are local to their function (scope `file#function`) or, outside one, the file."""
+    return f"{scope}:{name}" if name.startswith(".L") else name
+
+
+def file_scope(scope: str) -> str:
+    return scope.split("#", 1)[0] + "#"
 
 
 class Assembler:
@@ -78,8 +84,11 @@ class Assembler:
             pending_labels: list[str] = []
             open_symbol: SymbolInfo | None = None
             for line in parse_lines(file, text):
+                scope = f"{file}#{open_symbol.start if open_symbol else ''}"
+                if line.directive in (".function", ".object"):
+                    scope = f"{file}#{split_args(line.args)[0]}"
                 for label in line.labels:
-                    name = qualify(label, file)
+                    name = qualify(label, scope)
                     if name in program.label_where:
                         first = program.label_where[name]
                         raise line.where.error(f"label {label!r} already defined at {first.file}:{first.line}")
@@ -104,9 +113,10 @@ class Assembler:
                         raise where.error("flat images (the firmware) have one section: use .org to place code and data")
                     if pending_labels:  # labels at a section's end belong to that section
                         program.sections.setdefault(section, []).append(
-                            Stmt(where, "mark", section, mode, labels=tuple(pending_labels)))
+                            Stmt(where, "mark", section, mode, labels=tuple(pending_labels), scope=scope))
                         pending_labels = []
                     section = name
+                    program.sections.setdefault(name, [])  # an empty custom section still gets __start/__stop
                 elif d in DATA_SIZES:
                     values = [Expr(a, where) for a in split_args(args)]
                     stmt = Stmt(where, "data", section, mode, (DATA_SIZES[d], values), DATA_SIZES[d] * len(values))
@@ -126,38 +136,50 @@ class Assembler:
                     parts = split_args(args)
                     if len(parts) != 2:
                         raise where.error(f"{d} takes NAME, EXPR")
-                    name = qualify(parts[0], file)
+                    name = qualify(parts[0], f"{file}#")
                     if name in program.constants or name in program.label_where:
                         raise where.error(f"symbol {parts[0]!r} already defined")
-                    program.constants[name] = (Expr(parts[1], where), file)
+                    program.constants[name] = (Expr(parts[1], where), f"{file}#")
                     program.label_where[name] = where
                 elif d in (".function", ".object"):
                     if open_symbol is not None:
                         raise where.error(f"{d} inside an unfinished .{open_symbol.kind}")
                     parts = split_args(args)
-                    open_symbol = SymbolInfo(qualify(parts[0], file), "func" if d == ".function" else "object",
-                                             parts[1].strip() if len(parts) > 1 else None, qualify(parts[0], file))
+                    open_symbol = SymbolInfo(parts[0], "func" if d == ".function" else "object",
+                                             parts[1].strip() if len(parts) > 1 else None, parts[0])
                     program.symbols.append(open_symbol)
                 elif d in (".endfunction", ".endobject"):
                     if open_symbol is None or (d == ".endfunction") != (open_symbol.kind == "func"):
                         raise where.error(f"{d} without a matching start")
                     stmt = Stmt(where, "mark", section, mode)
                     open_symbol.end_mark = stmt
+                    open_symbol.start = qualify(open_symbol.start, f"{file}#")
                     open_symbol = None
+                elif d == ".srcloc":
+                    # A `file:line:col` string in rodata naming this line, for panic locations.
+                    name = qualify(args.strip(), scope)
+                    if name in program.label_where:
+                        raise where.error(f"label {args.strip()!r} already defined")
+                    program.label_where[name] = where
+                    program.label_order.append(name)
+                    text = f"{file}:{where.line}:5".encode() + b"\0"
+                    program.sections.setdefault("rodata", []).append(
+                        Stmt(where, "bytes", "rodata", mode, text, len(text), labels=(name,), scope=scope))
                 elif d == ".pvh_entry":
-                    program.pvh_entry = (qualify(args.strip(), file), where)
+                    program.pvh_entry = (qualify(args.strip(), f"{file}#"), where)
                 elif d in (".global", ".globl", ".text", ".intel_syntax"):
                     pass  # every non-.L label is global already
                 else:
                     raise where.error(f"unknown directive {d}")
                 if stmt is not None:
+                    stmt.scope = scope
                     if section == "bss" and stmt.kind not in ("zero", "align", "mark"):
                         raise where.error("bss holds only .zero (it is not in the file)")
                     stmt.labels = tuple(pending_labels)
                     pending_labels = []
                     program.sections.setdefault(section, []).append(stmt)
             if pending_labels:
-                tail = Stmt(Where(file, 0), "mark", section, mode, labels=tuple(pending_labels))
+                tail = Stmt(Where(file, 0), "mark", section, mode, labels=tuple(pending_labels), scope=f"{file}#")
                 program.sections.setdefault(section, []).append(tail)
             if open_symbol is not None:
                 raise AssemblyError(f"{file}: .{open_symbol.kind} {open_symbol.start} is never ended")
@@ -165,16 +187,16 @@ class Assembler:
 
     # -- layout ---------------------------------------------------------------------------
 
-    def lookup(self, file: str, strict: bool) -> Callable[[str], int | None]:
+    def lookup(self, scope: str, strict: bool) -> Callable[[str], int | None]:
         labels, constants = self.program.labels, self.program.constants
 
         def get(name: str) -> int | None:
-            key = qualify(name, file)
-            if key in labels:
-                return labels[key]
-            if key in constants:
-                expr, cfile = constants[key]
-                return expr.value(self.lookup(cfile, strict))
+            for key in (qualify(name, scope), qualify(name, file_scope(scope))):
+                if key in labels:
+                    return labels[key]
+                if key in constants:
+                    expr, cscope = constants[key]
+                    return expr.value(self.lookup(cscope, strict))
             return None if strict else 0
 
         return get
@@ -201,23 +223,22 @@ class Assembler:
         raise AssemblyError(f"layout did not settle after {MAX_PASSES} passes (instruction sizes keep changing)")
 
     def _size(self, stmt: Stmt, address: int) -> int:
-        file = stmt.where.file
         if stmt.kind == "insn":
             return len(self._encode(stmt, address, strict=False))
         if stmt.kind == "zero":
-            n = stmt.payload.value(self.lookup(file, strict=False))  # type: ignore[union-attr]
+            n = stmt.payload.value(self.lookup(stmt.scope, strict=False))  # type: ignore[union-attr]
             if n < 0:
                 raise stmt.where.error(f".zero {n}: negative size")
             return n
         if stmt.kind == "align":
             expr, power = stmt.payload  # type: ignore[misc]
-            n = expr.value(self.lookup(file, strict=True))
+            n = expr.value(self.lookup(stmt.scope, strict=True))
             n = 1 << n if power else n
             if n <= 0 or n & (n - 1):
                 raise stmt.where.error(f"alignment {n} is not a power of two")
             return -address % n
         if stmt.kind == "org":
-            target = stmt.payload.value(self.lookup(file, strict=False))  # type: ignore[union-attr]
+            target = stmt.payload.value(self.lookup(stmt.scope, strict=False))  # type: ignore[union-attr]
             return max(target - address, 0)  # checked once layout settles, in _emit
         return stmt.size
 
@@ -229,7 +250,7 @@ class Assembler:
         return self._ks[mode]
 
     def _encode(self, stmt: Stmt, address: int, strict: bool) -> bytes:
-        insn = parse_instruction(str(stmt.payload), stmt.where, self.lookup(stmt.where.file, strict))
+        insn = parse_instruction(str(stmt.payload), stmt.where, self.lookup(stmt.scope, strict))
         length = 0
         if insn.rip_relative:
             length = len(self._keystone_asm(insn.render(address, 0), stmt, address))
@@ -262,7 +283,7 @@ class Assembler:
         return bytes(out)
 
     def _emit(self, stmt: Stmt, fill: int) -> bytes:
-        lookup = self.lookup(stmt.where.file, strict=True)
+        lookup = self.lookup(stmt.scope, strict=True)
         if stmt.kind == "insn":
             code = self._encode(stmt, stmt.address, strict=True)
             if len(code) != stmt.size:
@@ -292,5 +313,5 @@ class Assembler:
 
     def undefined_check(self) -> None:
         """Evaluate every constant once in strict mode, so an undefined name is reported."""
-        for name, (expr, file) in self.program.constants.items():
-            expr.value(self.lookup(file, strict=True))
+        for name, (expr, scope) in self.program.constants.items():
+            expr.value(self.lookup(scope, strict=True))

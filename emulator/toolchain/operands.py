@@ -21,7 +21,7 @@ SIZES = {"byte": 1, "word": 2, "dword": 4, "fword": 6, "qword": 8, "tbyte": 10, 
 SEGMENTS = ("cs", "ds", "es", "fs", "gs", "ss")
 PREFIXES = ("lock", "rep", "repe", "repz", "repne", "repnz")
 _MEM = re.compile(r"^(?:(\w+)\s+ptr\s+)?(?:(\w\w)\s*:\s*)?\[(.*)\]$", re.IGNORECASE | re.DOTALL)
-_FAR = re.compile(r"^([^:\[\]]+):([^:\[\]]+)$")
+_FAR = re.compile(r"^([^:\[\]'\"]+):([^:\[\]'\"]+)$")
 
 
 @dataclass(frozen=True)
