@@ -105,6 +105,34 @@ assert_eq:
     call exit
 .endfunction
 
+; panic_address(prefix_cstr, address, suffix_cstr, location_cstr): a message naming an address
+.function panic_address, aetherion::panic::panic_address
+panic_address:
+    push rbp
+    mov rbp, rsp
+    push rbx
+    push r12
+    push r13
+    push r14
+    mov rbx, rdi
+    mov r12, rsi
+    mov r13, rdx
+    mov rdi, rcx
+    call panic_header
+    mov rdi, rbx
+    call serial_write_cstr
+    mov rdi, r12
+    call write_hex
+    mov rdi, r13
+    call serial_write_cstr
+    call write_newline
+    mov rax, qword ptr [rip + test_recovery_rsp]
+    test rax, rax
+    jnz test_failed
+    mov edi, EXIT_FAILURE
+    call exit
+.endfunction
+
 ; assert_true(condition, location_cstr)
 .function assert_true, aetherion::panic::assert_true
 assert_true:
