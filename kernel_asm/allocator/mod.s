@@ -1,0 +1,281 @@
+; The global allocator: LockedAllocator { lock @0, kind @8, inner @16 } behind rustc's
+; `__rust_*` allocator entry points (System V ABI), chosen at boot by `allocator=`.
+
+.equ KIND_BUMP, 0
+.equ KIND_LINKED_LIST, 1
+
+.section text
+; init(kind): the whole heap to the chosen allocator
+.function allocator_init, aetherion::allocator::init
+allocator_init:
+    push rbp
+    mov rbp, rsp
+    lea rax, [rip + ALLOCATOR]
+    mov qword ptr [rax], 0
+    mov qword ptr [rax + 8], rdi
+    lea rdi, [rax + 16]
+    mov rsi, HEAP_START
+    mov edx, HEAP_SIZE
+    cmp qword ptr [rax + 8], KIND_BUMP
+    jne .Llinked
+    call bump_init
+    jmp .Lout
+.Llinked:
+    call ll_init
+.Lout:
+    pop rbp
+    ret
+.endfunction
+
+; The spin lock: test-and-test-and-set with xchg, pausing while another holder has it.
+.function lock_acquire, aetherion::allocator::Locked::lock
+lock_acquire:
+    push rbp
+    mov rbp, rsp
+    lea rdx, [rip + ALLOCATOR]
+.Ltry:
+    mov eax, 1
+    xchg qword ptr [rdx], rax
+    test rax, rax
+    jz .Lheld
+.Lspin:
+    pause
+    cmp qword ptr [rdx], 0
+    jne .Lspin
+    jmp .Ltry
+.Lheld:
+    pop rbp
+    ret
+.endfunction
+
+.function lock_release, aetherion::allocator::Locked::unlock
+lock_release:
+    push rbp
+    mov rbp, rsp
+    lea rdx, [rip + ALLOCATOR]
+    mov qword ptr [rdx], 0
+    pop rbp
+    ret
+.endfunction
+
+; GlobalAlloc::alloc(size, align) -> pointer or 0
+.function global_alloc, aetherion::allocator::LockedAllocator::alloc
+global_alloc:
+    push rbp
+    mov rbp, rsp
+    push rbx
+    push r12
+    mov rbx, rdi
+    mov r12, rsi
+    call lock_acquire
+    lea rdi, [rip + ALLOCATOR + 16]
+    mov rsi, rbx
+    mov rdx, r12
+    cmp qword ptr [rip + ALLOCATOR + 8], KIND_BUMP
+    jne .Llinked
+    call bump_alloc
+    jmp .Lunlock
+.Llinked:
+    call ll_alloc
+.Lunlock:
+    mov rbx, rax
+    call lock_release
+    mov rax, rbx
+    pop r12
+    pop rbx
+    pop rbp
+    ret
+.endfunction
+
+; GlobalAlloc::dealloc(ptr, size, align)
+.function global_dealloc, aetherion::allocator::LockedAllocator::dealloc
+global_dealloc:
+    push rbp
+    mov rbp, rsp
+    push rbx
+    push r12
+    push r13
+    sub rsp, 8
+    mov rbx, rdi
+    mov r12, rsi
+    mov r13, rdx
+    call lock_acquire
+    lea rdi, [rip + ALLOCATOR + 16]
+    mov rsi, rbx
+    mov rdx, r12
+    mov rcx, r13
+    cmp qword ptr [rip + ALLOCATOR + 8], KIND_BUMP
+    jne .Llinked
+    call bump_dealloc
+    jmp .Lunlock
+.Llinked:
+    call ll_dealloc
+.Lunlock:
+    call lock_release
+    add rsp, 8
+    pop r13
+    pop r12
+    pop rbx
+    pop rbp
+    ret
+.endfunction
+
+; heap_stats(out: *mut HeapStats) -> out; HeapStats { heap_size, used, free } (24 bytes, so
+; returned through a hidden pointer in rdi as the System V ABI does for structs over 16 bytes)
+.function heap_stats, aetherion::allocator::heap_stats
+heap_stats:
+    push rbp
+    mov rbp, rsp
+    push rbx
+    sub rsp, 8
+    mov rbx, rdi
+    call lock_acquire
+    lea rdi, [rip + ALLOCATOR + 16]
+    cmp qword ptr [rip + ALLOCATOR + 8], KIND_BUMP
+    jne .Llinked
+    call bump_stats
+    jmp .Lstore
+.Llinked:
+    call ll_free_bytes
+    mov rcx, rax                                ; free
+    mov eax, HEAP_SIZE
+    mov rdx, rax
+    sub rdx, rcx                                ; used = heap_size - free
+.Lstore:
+    mov qword ptr [rbx], rax
+    mov qword ptr [rbx + 8], rdx
+    mov qword ptr [rbx + 16], rcx
+    call lock_release
+    mov rax, rbx
+    add rsp, 8
+    pop rbx
+    pop rbp
+    ret
+.endfunction
+
+; --- rustc's allocator entry points ---
+
+.function __rust_alloc
+__rust_alloc:
+    push rbp
+    mov rbp, rsp
+    call global_alloc
+    pop rbp
+    ret
+.endfunction
+
+.function __rust_dealloc
+__rust_dealloc:
+    push rbp
+    mov rbp, rsp
+    call global_dealloc
+    pop rbp
+    ret
+.endfunction
+
+; __rust_realloc(ptr, old_size, align, new_size): GlobalAlloc's default, allocate, copy, free
+.function __rust_realloc
+__rust_realloc:
+    push rbp
+    mov rbp, rsp
+    push rbx
+    push r12
+    push r13
+    push r14
+    mov rbx, rdi
+    mov r12, rsi
+    mov r13, rdx
+    mov r14, rcx
+    mov rdi, rcx
+    mov rsi, rdx
+    call global_alloc
+    test rax, rax
+    jz .Lout                                    ; the old block stays valid, as GlobalAlloc says
+    mov rdi, rax
+    mov rsi, rbx
+    mov rcx, r12
+    cmp rcx, r14
+    cmova rcx, r14                              ; copy min(old_size, new_size)
+    mov r14, rax
+    rep movsb
+    mov rdi, rbx
+    mov rsi, r12
+    mov rdx, r13
+    call global_dealloc
+    mov rax, r14
+.Lout:
+    pop r14
+    pop r13
+    pop r12
+    pop rbx
+    pop rbp
+    ret
+.endfunction
+
+.function __rust_alloc_zeroed
+__rust_alloc_zeroed:
+    push rbp
+    mov rbp, rsp
+    push rbx
+    push r12
+    mov rbx, rdi
+    call global_alloc
+    test rax, rax
+    jz .Lout
+    mov r12, rax
+    mov rdi, rax
+    mov rcx, rbx
+    xor eax, eax
+    rep stosb
+    mov rax, r12
+.Lout:
+    pop r12
+    pop rbx
+    pop rbp
+    ret
+.endfunction
+
+; __rust_alloc_error_handler(size, align) -> !:
+; panics with `Heap allocation failed: Layout { size: N, align: A (1 << K) }`
+.function __rust_alloc_error_handler
+__rust_alloc_error_handler:
+    push rbp
+    mov rbp, rsp
+    push rbx
+    push r12
+    mov rbx, rdi
+    mov r12, rsi
+    .srcloc .Lwhere
+    lea rdi, [rip + .Lwhere]
+    call panic_header
+    lea rdi, [rip + layout_text]
+    call serial_write_cstr
+    mov rdi, rbx
+    call write_u64
+    lea rdi, [rip + align_text]
+    call serial_write_cstr
+    mov rdi, r12
+    call write_u64
+    lea rdi, [rip + shift_text]
+    call serial_write_cstr
+    bsf rdi, r12
+    call write_u64
+    lea rdi, [rip + close_text]
+    call serial_write_cstr
+    mov rax, qword ptr [rip + test_recovery_rsp]
+    test rax, rax
+    jnz test_failed
+    mov edi, 0x11
+    call exit
+.endfunction
+
+.section rodata
+layout_text: .asciz "Heap allocation failed: Layout { size: "
+align_text: .asciz ", align: "
+shift_text: .asciz " (1 << "
+close_text: .asciz ") }\n"
+
+.section data
+.object ALLOCATOR, aetherion::allocator::ALLOCATOR
+ALLOCATOR: .quad 0, KIND_LINKED_LIST, 0, 0, 0, 0
+.endobject
