@@ -85,6 +85,7 @@ gdt64_pointer:
     .quad gdt64
 
 .section bss
+.align 4096                     ; CR3 and table entries need page-aligned tables
 boot_pml4: .zero 4096
 boot_pdpt: .zero 4096
 boot_pd: .zero 4096

@@ -78,6 +78,7 @@ gdt_ptr:
     .long gdt
 
 .section bss
+.align 4096
 boot_pml4: .zero 4096
 boot_pdpt: .zero 4096
 boot_pd: .zero 4096
