@@ -12,6 +12,7 @@ from rich.console import Console
 from .api import TracedBoot
 from .errors import UsageError
 from .loader import load_image
+from . import memory_report
 from .machine import BootConfig, StopReason
 from .report import build_report, write_report
 from .stats import render, summarize_trace
@@ -65,8 +66,20 @@ def cmd_boot(args: argparse.Namespace) -> int:
     run = _finish_run(boot, args, stream)
     if args.screen:
         print(run.result.screen, file=sys.stderr)
+    if args.dump_pagetables:
+        tables = memory_report.page_tables(boot.machine)
+        if tables is None:
+            print("aeth-emu: the guest has paging off: no page tables to dump", file=sys.stderr)
+        else:
+            print(f"cr3 0x{tables.cr3:x}", file=sys.stderr)
+            for region in tables.mappings():
+                print(f"  {region.start:016x}-{region.end:016x} {region.end - region.start:016x} {region.perms} "
+                      f"{region.page_size >> 10} KiB pages", file=sys.stderr)
     if args.report:
-        write_report(args.report, build_report(run.result, boot.machine.image.sha256, heap_report(run)))
+        extra = heap_report(run)
+        extra["paging"] = memory_report.paging_section(boot.machine)
+        extra["frames"] = memory_report.frames_section(boot.machine)
+        write_report(args.report, build_report(run.result, boot.machine.image.sha256, extra))
     return run.exit_code
 
 

@@ -1,8 +1,9 @@
-"""Guest virtual memory read through the guest's own page tables."""
+"""Guest virtual memory, read through the guest's own page tables."""
 
 from __future__ import annotations
 
 from .memory import PhysicalMemory
+from .paging import PageTables, Translation
 
 PAGE = 0x1000
 
@@ -12,23 +13,25 @@ class PageFault(ValueError):
 
 
 class VirtualMemory:
+    """A view for one moment: translations are cached, so make a new one after the guest runs."""
+
     def __init__(self, memory: PhysicalMemory, cr3: int | None) -> None:
         self.memory = memory
         self.cr3 = cr3  # None: paging off, virtual == physical
+        self.tables = PageTables(memory.read, cr3) if cr3 is not None else None
+        self._pages: dict[int, int] = {}
 
     def translate(self, va: int) -> int:
-        if self.cr3 is None:
+        if self.tables is None:
             return va
-        table = self.cr3 & 0x000F_FFFF_FFFF_F000
-        for level, shift in enumerate((39, 30, 21, 12)):
-            entry = self.memory.read_u64(table + ((va >> shift) & 0x1FF) * 8)
-            if not entry & 1:
-                raise PageFault(f"0x{va:x} is not mapped")
-            base = entry & 0x000F_FFFF_FFFF_F000
-            if shift != 12 and level > 0 and entry & 0x80:
-                return (base & ~((1 << shift) - 1)) | (va & ((1 << shift) - 1))
-            table = base
-        return table | (va & 0xFFF)
+        page = va & ~(PAGE - 1)
+        phys = self._pages.get(page)
+        if phys is None:
+            found = self.tables.walk(page)
+            if not isinstance(found, Translation):
+                raise PageFault(f"0x{va:x} is not mapped: {found.describe()}")
+            phys = self._pages[page] = found.phys
+        return phys | (va & (PAGE - 1))
 
     def read(self, va: int, size: int) -> bytes:
         out = bytearray()
