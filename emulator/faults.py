@@ -106,7 +106,7 @@ def build_fault_report(
         cr2 = regs["cr2"]
         kind = _access_kind(insn, rip, cr2)
         walk = describe_page_fault(machine.memory, regs["cr3"], cr2, kind)
-        summary = f"page fault (#PF) on {kind} of 0x{cr2:x}: {walk}"
+        summary = f"page fault (#PF) on {kind} of 0x{cr2:x}{_region_name(cr2)}: {walk}"
     elif access in (UC_MEM_WRITE_PROT, UC_MEM_WRITE_UNMAPPED, UC_MEM_FETCH_PROT, UC_MEM_FETCH_UNMAPPED) or address is not None:
         summary = detail
     else:
@@ -123,6 +123,19 @@ def build_fault_report(
         cr2=cr2,
         page_walk=walk,
     )
+
+
+def _region_name(address: int) -> str:
+    """Names for the unmapped pages DESIGN.md §4 fixes, so a report says what was hit."""
+    from .guestheap import HEAP_SIZE, HEAP_START
+
+    if address < 0x1000:
+        return " (the null page)"
+    if HEAP_START - 0x1000 <= address < HEAP_START:
+        return " (the heap guard page below the heap)"
+    if HEAP_START + HEAP_SIZE <= address < HEAP_START + HEAP_SIZE + 0x1000:
+        return " (the heap guard page above the heap)"
+    return ""
 
 
 def _access_kind(insn, rip: int, cr2: int) -> str:
