@@ -1,0 +1,19 @@
+"""The same kernel.elf on QEMU: identical serial output and the matching exit status."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import KERNEL
+from qemu import SUCCESS_STATUS, run_qemu
+
+FAILURE_STATUS = (0x11 << 1) | 1
+
+
+@pytest.mark.parametrize("cmdline", ["", "allocator=bump", "test", "test allocator=bump", "demo=oom",
+                                     "quiet test=paging", "unknown=1 allocator=linked_list"])
+def test_serial_and_exit_match_qemu(booted, cmdline):
+    ours = booted(cmdline)
+    qemu = run_qemu(KERNEL, cmdline)
+    assert qemu.serial.decode() == ours.serial
+    expected = SUCCESS_STATUS if ours.exit_code == 0 else FAILURE_STATUS
+    assert qemu.status == expected
