@@ -409,6 +409,16 @@ class _BlockCoster:
 
 # -- the accounting object ---------------------------------------------------------------------
 
+_ENDS_BLOCK = ("j", "call", "ret", "iret", "loop", "int", "hlt", "syscall", "sysret", "ljmp", "lcall")
+
+
+def _tiles_block(insns: list, size: int) -> bool:
+    """(address, size, mnemonic, op_str) tuples: whole instructions, a control transfer only last."""
+    if not insns or sum(i[1] for i in insns) != size:
+        return False
+    return not any(i[2].startswith(_ENDS_BLOCK) for i in insns[:-1])
+
+
 def _release(lib, uc, handles, state) -> None:
     # Holding `uc` keeps the engine open until its hooks are gone and the state is freed.
     for h in handles:
@@ -497,6 +507,13 @@ class CycleAccounting:
         try:
             code = self._read_code(address, size)
             bits = self._code_bits()
+            if bits in (16, 32) and self._mode != 64 and size:
+                # Between setting CR0.PE and the far jump, CS keeps real-mode (16-bit) attributes
+                # that no register shows: when the width guessed from the GDT cannot be this
+                # translated block, the block's own shape decides.
+                if not _tiles_block(list(self._cs[bits].disasm_lite(code, address)), size):
+                    if _tiles_block(list(self._cs[48 - bits].disasm_lite(code, address)), size):
+                        bits = 48 - bits
             cs = self._cs[bits]
             facts, offs = [], []
             for at, length, _, _ in cs.disasm_lite(code, address):

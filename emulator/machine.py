@@ -30,10 +30,7 @@ from unicorn import (
 from unicorn import x86_const as x86
 
 from . import cpu_state
-try:
-    from .cycles import CycleAccounting
-except ImportError:  # pragma: no cover - until the native cycle model lands
-    from ._pycount import CycleAccounting  # type: ignore[assignment]
+from .cycles import CycleAccounting
 from .devices.bus import PortBus
 from .devices.simple import A20Gate, IsaDebugExit, PostPort
 from .devices.uart16550 import Uart16550
