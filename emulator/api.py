@@ -110,7 +110,7 @@ class TracedBoot:
         symbols = self.machine.image.symbols
         self.guest_heap = GuestHeap.find(symbols)
         self.checker = HeapChecker(self.heap, self.guest_heap.heap_range(self.machine.memory) if self.guest_heap else None) if check else None
-        self.tracer = AllocationTracer(symbols, self._counters, self._read_virtual, self._record, backtrace_depth)
+        self.tracer = AllocationTracer(symbols, self._counters, self._memory_now, self._record, backtrace_depth)
         self.writer = None
         if trace_path is not None:
             self.writer = TraceWriter(trace_path, {
@@ -126,8 +126,8 @@ class TracedBoot:
         acc = self.machine.accounting
         return self.machine.total_instructions, acc.cycles if acc else 0
 
-    def _read_virtual(self, va: int, size: int) -> bytes:
-        return self.machine.virtual().read(va, size)
+    def _memory_now(self):
+        return self.machine.virtual().read
 
     def _record(self, event: AllocEvent) -> None:
         if self.checker is not None:

@@ -163,7 +163,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     steps = [("MIPS workload", lambda: bench.loop_speeds(args.iterations)),
-             ("boot, plain and traced", lambda: bench.boot_speeds(Path(args.image), "", Path(args.firmware))),
+             ("boot, plain and traced", lambda: [bench.boot_speeds(Path(args.image), cmdline, Path(args.firmware))
+                                                 for cmdline in ("", "test")]),
              ("in-guest benchmarks", lambda: bench.guest_run(Path(args.image), Path(args.firmware)))]
     results = []
     with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
@@ -173,7 +174,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             results.append(step())
             progress.advance(task)
     loop, boots, guest = results
-    report = bench.report(loop, boots, guest)
+    from .cycles import load_params
+
+    report = bench.report(loop, boots, guest, load_params().clock_ghz)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -185,13 +188,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         table.add_row(row["name"], f"{row['instructions']:,}", f"{row['seconds']:.3f}", f"{row['mips']:.1f}", f"{row['ratio']:.2f}")
     out.print(table)
     if report["guest"]:
-        table = Table(title="in-guest benchmarks (cycles from the model, rdtsc in the guest)")
-        keys = sorted({k for row in report["guest"] for k in row} - {"name"})
-        table.add_column("name")
-        for key in keys:
-            table.add_column(key, justify="right")
+        table = Table(title=f"in-guest benchmarks (guest rdtsc = model cycles; ns at {report['clock_ghz']} GHz)")
+        for column in ("operation", "cycles/op", "ns/op", "specification", "ratio"):
+            table.add_column(column, justify="left" if column in ("operation", "specification") else "right")
         for row in report["guest"]:
-            table.add_row(row["name"], *(str(row.get(k, "")) for k in keys))
+            if "cycles_per_op" in row:
+                table.add_row(row["operation"], str(row["cycles_per_op"]), str(row["ns_per_op"]), row["spec"] or "",
+                              "" if row["ratio"] is None else f"{row['ratio']:.3f}")
+            else:
+                measured = f"used {row['used']}, overhead {row['overhead']}, fragmentation {row['fragmentation_percent']:g} %"
+                table.add_row(row["operation"], "", "", f"{row['spec']} | measured: {measured}", "")
         out.print(table)
     return 0
 

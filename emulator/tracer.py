@@ -44,13 +44,15 @@ class AllocationTracer:
         self,
         symbols: SymbolTable,
         counters: Callable[[], tuple[int, int]],
-        read_virtual: Callable[[int, int], bytes],
+        memory_now: Callable[[], Callable[[int, int], bytes]],
         on_event: Callable[[AllocEvent], HeapState | None],
         backtrace_depth: int = 8,
     ) -> None:
         self.symbols = symbols
         self._counters = counters  # () -> (instructions, cycles) so far
-        self._read = read_virtual
+        self._memory_now = memory_now  # () -> read(va, n) through the page tables as they are now
+        self._read: Callable[[int, int], bytes] = lambda va, n: b""
+        self._call_sites: dict[int, int] = {}  # return address -> call instruction
         self._on_event = on_event  # called once per finished call; returns the heap after it
         self.backtrace_depth = backtrace_depth
         self.entry_points = self._resolve(symbols)
@@ -76,6 +78,7 @@ class AllocationTracer:
 
     def _on_entry(self, uc: Uc, address: int, size: int, user_data) -> None:
         kind, names = self.entry_points[address]
+        self._read = self._memory_now()  # one view of memory for everything this hook reads
         regs = [cpu_state.read(uc, r) for r in ARG_REGISTERS[: len(names)]]
         args = dict(zip(names, regs))
         rsp = cpu_state.read(uc, "rsp")
@@ -130,6 +133,12 @@ class AllocationTracer:
 
     def _call_site(self, return_address: int) -> int:
         """The call instruction that pushed `return_address` (x86 calls are 2 to 7 bytes)."""
+        cached = self._call_sites.get(return_address)
+        if cached is None:
+            cached = self._call_sites[return_address] = self._find_call_site(return_address)
+        return cached
+
+    def _find_call_site(self, return_address: int) -> int:
         for length in (5, 2, 3, 6, 7, 4):
             start = return_address - length
             try:
@@ -147,10 +156,10 @@ class AllocationTracer:
             if not rbp or rbp % 8:
                 break
             try:
-                saved = int.from_bytes(self._read(rbp, 8), "little")
-                ret = int.from_bytes(self._read(rbp + 8, 8), "little")
+                frame = self._read(rbp, 16)
             except ValueError:
                 break
+            saved, ret = int.from_bytes(frame[:8], "little"), int.from_bytes(frame[8:], "little")
             if not ret:
                 break
             frames.append(self.symbols.describe(self._call_site(ret)))
