@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .checker import HeapChecker, Violation
 from .eventheap import EventHeap, LiveBlock
-from .events import AllocEvent, HeapState
+from .events import FREE_LIST_KEEP, AllocEvent, HeapState
 from .guestheap import GuestHeap, GuestHeapState
 from .machine import BootConfig, Machine, RunResult, StopReason
 from .session import DEFAULT_FIRMWARE, prepare
@@ -138,6 +138,7 @@ class TracedBoot:
             used=guest.used if guest else None, free=guest.free if guest else None,
             free_blocks=guest.free_blocks if guest else None,
             live_blocks=self.heap.live_blocks, live_bytes=self.heap.live_bytes,
+            free_list=guest.free_list[:FREE_LIST_KEEP] if guest else (),
         ))
         if guest is not None and guest.problems and self.checker is not None:
             for problem in guest.problems:

@@ -69,8 +69,8 @@ class CodeView:
         rows = []
         for insn in insns[max(0, index - before) : index + after + 1]:
             text = f"{insn.mnemonic} {insn.op_str}".strip()
-            if insn.mnemonic == "call" and insn.op_str.startswith("0x"):
-                text = f"call {self.symbols.describe(int(insn.op_str, 16))}"
+            if insn.mnemonic.startswith(("call", "j")) and insn.op_str.startswith("0x"):
+                text = f"{insn.mnemonic} {self.symbols.describe(int(insn.op_str, 16))}"
             rows.append((insn.address == address, f"{self.symbols.describe(insn.address):<48} {text}"))
         return rows
 
@@ -96,11 +96,13 @@ class Stepper:
     def heap_map(self, heap: EventHeap, event: AllocEvent) -> str:
         """One row of cells over the heap's touched span: `#` used, `.` free-list, space neither."""
         free = list(event.heap.free_list)
-        spans = [(b.ptr, b.ptr + max(b.size, 1)) for b in heap.blocks()] + [(a, a + s) for a, s in free]
-        if not spans:
+        used = [(b.ptr, b.ptr + max(b.size, 1)) for b in heap.blocks()]
+        if not used and not free:
             return "(heap empty)"
-        low = self.heap_range[0] if self.heap_range else min(a for a, _ in spans)
-        high = max(b for _, b in spans)
+        # Zoom to the touched part: live blocks, and free blocks up to their start (the last
+        # free block usually runs to the end of the heap and would shrink everything else).
+        low = self.heap_range[0] if self.heap_range else min(a for a, _ in used + free)
+        high = max([b for _, b in used] + [a + min(s, 64) for a, s in free])
         cell = max(1, -(-(high - low) // MAP_CELLS))
         cells = [" "] * MAP_CELLS
         for mark, ranges in ((".", [(a, a + s) for a, s in free]), ("#", [(b.ptr, b.ptr + max(b.size, 1)) for b in heap.blocks()])):
