@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--report", metavar="FILE", help="write a JSON report of the run")
     boot.add_argument("--screen", action="store_true", help="print the VGA text screen after the run (to stderr)")
     boot.add_argument("--check", action="store_true", help="check heap invariants at every allocation event")
+    boot.add_argument("--profile", action="store_true", help="print a flat profile: functions by model cycles (to stderr)")
     boot.add_argument("--dump-pagetables", action="store_true", help="print the guest's page-table mappings after the run (to stderr)")
 
     trace = sub.add_parser("trace", help="boot and write every allocation event to a JSON Lines trace")

@@ -66,6 +66,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
     run = _finish_run(boot, args, stream)
     if args.screen:
         print(run.result.screen, file=sys.stderr)
+    if args.profile:
+        print_profile(boot.machine, run.result)
     if args.dump_pagetables:
         tables = memory_report.page_tables(boot.machine)
         if tables is None:
@@ -81,6 +83,21 @@ def cmd_boot(args: argparse.Namespace) -> int:
         extra["frames"] = memory_report.frames_section(boot.machine)
         write_report(args.report, build_report(run.result, boot.machine.image.sha256, extra))
     return run.exit_code
+
+
+def print_profile(machine, result, top: int = 25) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"flat profile: {result.instructions:,} instructions, {result.cycles:,} model cycles")
+    for column in ("function", "instructions", "cycles", "% cycles", "cycles/insn"):
+        table.add_column(column, justify="left" if column == "function" else "right")
+    for name, insns, cycles in machine.profile()[:top]:
+        share = 100 * cycles / result.cycles if result.cycles else 0
+        table.add_row(name, f"{insns:,}", f"{cycles:,}", f"{share:.1f}", f"{cycles / insns:.2f}" if insns else "")
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console.width = 160  # full Rust paths in logs and pipes
+    console.print(table)
 
 
 def heap_report(run) -> dict:

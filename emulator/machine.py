@@ -97,7 +97,8 @@ class RunResult:
     guest_exit_value: int | None
     instructions: int
     firmware_instructions: int
-    cycles: int
+    cycles: int  # firmware and kernel; guest rdtsc counts from the kernel's entry
+    firmware_cycles: int
     cycle_breakdown: dict[str, int]
     serial: bytes
     post_codes: tuple[int, ...]
@@ -137,6 +138,7 @@ class Machine:
         self.uc: Uc | None = None  # the instance currently running (or last run)
         self.accounting: CycleAccounting | None = None
         self.firmware_instructions = 0
+        self.firmware_accounting: CycleAccounting | None = None
         self._load_kernel()
         self._write_boot_params()
 
@@ -204,6 +206,7 @@ class Machine:
         cpu_state.write(uc, "cs", ROM_BASE >> 4)
         self._emulate(uc, RESET_VECTOR, until=self.image.entry)
         self.firmware_instructions = self.accounting.instructions
+        self.firmware_accounting = self.accounting
         if self._stop is not None:
             return
         regs = cpu_state.snapshot_16(uc)
@@ -291,6 +294,30 @@ class Machine:
     def handoff_registers(self) -> dict[str, int] | None:
         """The firmware's register state at the kernel's PVH entry (None if it never got there)."""
         return dict(self._handoff) if hasattr(self, "_handoff") else None
+
+    @property
+    def total_cycles(self) -> int:
+        if self.accounting is None:
+            return 0
+        if self.accounting is not self.firmware_accounting and self.firmware_accounting is not None:
+            return self.firmware_accounting.cycles + self.accounting.cycles
+        return self.accounting.cycles
+
+    def profile(self) -> list[tuple[str, int, int]]:
+        """Flat profile: (function, instructions, cycles), most cycles first; firmware included."""
+        totals: dict[str, list[int]] = {}
+        for accounting, where in ((self.firmware_accounting, "firmware"), (self.accounting, None)):
+            if accounting is None or (where is None and accounting is self.firmware_accounting):
+                continue
+            for address, (insns, cycles) in accounting.profile().items():
+                found = self.image.symbols.lookup(address) if where is None else None
+                name = found[0].name if found else (f"(firmware 0x{address:x})" if where else f"0x{address:x}")
+                if where:
+                    name = "(firmware)"
+                row = totals.setdefault(name, [0, 0])
+                row[0] += insns
+                row[1] += cycles
+        return sorted(((n, i, c) for n, (i, c) in totals.items()), key=lambda r: (-r[2], r[0]))
 
     def virtual(self, uc: Uc | None = None) -> VirtualMemory:
         """Guest virtual memory as the CPU sees it now (through CR3 when paging is on)."""
@@ -443,7 +470,8 @@ class Machine:
             guest_exit_value=stop.guest_exit_value,
             instructions=self.total_instructions,
             firmware_instructions=self.firmware_instructions,
-            cycles=acc.cycles if acc else 0,
+            cycles=self.total_cycles,
+            firmware_cycles=self.firmware_accounting.cycles if self.firmware_accounting else 0,
             cycle_breakdown=acc.breakdown() if acc else {},
             serial=bytes(self._serial),
             post_codes=tuple(self.post.codes),

@@ -12,6 +12,12 @@ from .machine import RunResult
 REPORT_VERSION = 1
 
 
+def clock_ghz() -> float:
+    from .cycles import load_params
+
+    return load_params().clock_ghz
+
+
 def build_report(result: RunResult, image_sha256: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
@@ -26,6 +32,8 @@ def build_report(result: RunResult, image_sha256: str, extra: dict[str, Any] | N
         "instructions": result.instructions,
         "firmware_instructions": result.firmware_instructions,
         "cycles": result.cycles,
+        "firmware_cycles": result.firmware_cycles,
+        "clock_ghz": clock_ghz(),
         "cycle_breakdown": result.cycle_breakdown,
         "serial": result.serial.decode("utf-8", errors="replace"),
         "post_codes": [f"0x{c:02x}" for c in result.post_codes],
