@@ -1,0 +1,36 @@
+"""Reports carry exact counts and the cycle model's figures; runs are deterministic."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from emulator.machine import BootConfig
+from emulator.session import boot
+
+
+def test_two_runs_give_identical_counts_and_cycles():
+    first = boot("images/kernel.elf", BootConfig(cmdline="test=frame"))[1]
+    second = boot("images/kernel.elf", BootConfig(cmdline="test=frame"))[1]
+    assert first.exit_code == second.exit_code == 0
+    assert (first.instructions, first.cycles, first.cycle_breakdown) == \
+        (second.instructions, second.cycles, second.cycle_breakdown)
+    assert first.cycles > first.instructions / 4 and first.firmware_cycles > 0
+
+
+def test_report_fields(tmp_path):
+    path = tmp_path / "r.json"
+    done = subprocess.run([sys.executable, "-m", "emulator", "boot", "images/kernel.elf", "--report", str(path),
+                           "--profile"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    report = json.loads(path.read_text())
+    for key in ("version", "image", "cmdline", "stop_reason", "exit_code", "guest_exit_value", "instructions",
+                "serial", "post_codes", "fault", "cycles", "cycle_breakdown", "clock_ghz"):
+        assert key in report
+    assert report["clock_ghz"] == 3.7 and report["guest_exit_value"] == 16
+    assert report["serial"].startswith("Aetherion OS\ncmdline: \n")
+    breakdown = report["cycle_breakdown"]
+    assert {"base", "l1_misses", "l2_misses", "l3_misses", "dtlb_misses", "page_walks", "branch_mispredicts"} <= set(breakdown)
+    assert breakdown["page_walks"] > 0 and breakdown["l1_misses"] > 0
+    assert "flat profile" in done.stderr and "aetherion::memory::paging::alloc_table" in done.stderr
