@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test images bench clean qemu
+.PHONY: run test images bench fuzz clean qemu
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP) qemu
 
 images: $(STAMP)
 	$(BIN)/python -m emulator.toolchain.build
+
+# Longer random runs of the allocator property tests; failures are kept, shrunk, in
+# tests/fuzz-db (commit them: every later `make test` replays them first).
+fuzz: $(STAMP)
+	AETH_FUZZ=1 $(BIN)/python -m pytest -q tests/test_allocator_properties.py
 
 bench: $(STAMP)
 	$(BIN)/aeth-emu bench
