@@ -74,8 +74,10 @@ def load_image(path: str | Path, ram_size: int) -> KernelImage:
         symbols = _symbols(path, elf, len(data))
     except ImageError:
         raise
-    except (ELFError, struct.error, ValueError, KeyError, IndexError, UnicodeDecodeError, AssertionError) as exc:
+    except ELFError as exc:
         raise ImageError(f"{path}: malformed ELF ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - pyelftools on hostile input raises anything (seek overflows, bad enums)
+        raise ImageError(f"{path}: malformed ELF ({type(exc).__name__}: {exc})") from None
     if not any(s.paddr <= entry < s.paddr + s.memsz and "x" in s.flags for s in segments):
         raise ImageError(f"{path}: PVH entry 0x{entry:x} is not inside an executable PT_LOAD segment")
     return KernelImage(str(path), hashlib.sha256(data).hexdigest(), entry, segments, symbols)
