@@ -1,0 +1,129 @@
+"""Hostile guests: each misbehaviour ends in a clear stop reason, exit code and report."""
+
+from __future__ import annotations
+
+import pytest
+from guest import build
+
+from emulator.guestheap import HEAP_START
+from emulator.machine import SERIAL_KEEP, BootConfig, GuestCallError, StopReason
+from emulator.session import boot
+
+
+def run(tmp_path, body, **config):
+    return boot(build(tmp_path, body), BootConfig(**config))[1]
+
+
+def main(instructions: str) -> str:
+    return f".function main, hostile::main\nmain:\n    push rbp\n    mov rbp, rsp\n{instructions}\n    pop rbp\n    ret\n.endfunction\n"
+
+
+def test_wild_jump_faults_on_execute(tmp_path):
+    result = run(tmp_path, main("    mov rax, 0x123456789000\n    jmp rax"))
+    assert (result.stop_reason, result.exit_code) == (StopReason.FAULT, 3)
+    assert result.fault.cr2 == 0x123456789000 and "execute of 0x123456789000" in result.fault.summary
+    assert "not present" in result.fault.page_walk
+
+
+def test_execution_from_a_non_executable_page(booted):
+    run_ = booted("")
+    with pytest.raises(GuestCallError) as err:
+        run_.call(HEAP_START)  # the heap is RW- NX
+    fault = err.value.fault
+    assert fault.exception == "#PF" and "execute of 0x444444440000" in fault.summary
+    assert "not executable (NX=1" in fault.page_walk
+
+
+def test_self_modifying_code_runs_the_new_bytes(tmp_path):
+    body = """
+.function target, hostile::target
+target:
+    mov eax, 1
+    ret
+.endfunction
+""" + main("""    call target
+    lea edi, [eax + 'A']
+    call emit
+    lea rax, [rip + target]
+    mov byte ptr [rax + 1], 2       ; rewrite the immediate of `mov eax, 1` after it has run
+    call target
+    lea edi, [eax + 'A']
+    call emit""") + """
+.function emit, hostile::emit
+emit:
+    mov dx, 0x3F8
+    mov eax, edi
+    out dx, al
+    ret
+.endfunction
+"""
+    result = run(tmp_path, body)
+    assert result.exit_code == 0 and result.serial == b"BC"
+
+
+def test_stack_overflow_into_an_unmapped_guard(tmp_path):
+    # Unmap the first 2 MiB (the test kernel maps them with one 2 MiB page), put the stack at
+    # 2 MiB + 16 KiB and recurse: the stack runs down into the unmapped region.
+    body = """
+.function recurse, hostile::recurse
+recurse:
+    push rbp
+    mov rbp, rsp
+    sub rsp, 64
+    call recurse
+    leave
+    ret
+.endfunction
+""" + main("""    mov qword ptr [rip + boot_pd], 0
+    mov rax, cr3
+    mov cr3, rax
+    mov rsp, 0x204000
+    call recurse""")
+    result = run(tmp_path, body)
+    fault = result.fault
+    assert (result.stop_reason, result.exit_code, fault.exception) == (StopReason.FAULT, 3, "#PF")
+    assert 0x1FF000 <= fault.cr2 < 0x200000 and "write of" in fault.summary
+    assert "PD entry 0" in fault.page_walk
+    assert len(fault.backtrace) == 33 and all(f.startswith("hostile::recurse") for f in fault.backtrace[:32])
+
+
+@pytest.mark.parametrize("instruction, exception", [("ud2", "#UD"), ("int3", "#BP"), ("int 0x80", None)])
+def test_undefined_and_software_interrupts(tmp_path, instruction, exception):
+    result = run(tmp_path, main(f"    {instruction}"))
+    assert (result.stop_reason, result.exit_code) == (StopReason.FAULT, 3)
+    if exception:
+        assert result.fault.exception == exception
+    else:
+        assert "interrupt 0x80 with no handler" in result.fault.summary
+
+
+def test_port_io_storm_is_bounded_and_reported_once(tmp_path):
+    result = run(tmp_path, main("""    mov ecx, 100000
+.Lstorm:
+    mov al, cl
+    out 0x80, al
+    in al, 0x60
+    out 0x61, al
+    dec ecx
+    jnz .Lstorm"""))
+    assert result.exit_code == 0
+    assert len(result.post_codes) == 4096  # kept for the report, the rest dropped
+    assert result.unknown_ports == {0x60: "read", 0x61: "write"}
+
+
+def test_megabytes_of_serial_output_are_streamed_and_bounded(tmp_path):
+    seen = bytearray()
+    body = main("""    mov rcx, 4 * 1024 * 1024 + 65536
+    mov dx, 0x3F8
+.Lbyte:
+    mov al, cl
+    and al, 63
+    add al, 48
+    out dx, al
+    dec rcx
+    jnz .Lbyte""")
+    machine_result = boot(build(tmp_path, body), BootConfig(), on_serial=lambda data: seen.extend(data))[1]
+    assert machine_result.exit_code == 0
+    assert len(seen) == (4 << 20) + 65536  # every byte reached the host as it was written
+    assert len(machine_result.serial) == SERIAL_KEEP  # the report keeps a bounded prefix
+    assert machine_result.serial == bytes(seen[:SERIAL_KEEP])
