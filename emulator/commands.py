@@ -16,6 +16,7 @@ from . import memory_report
 from .machine import BootConfig, StopReason
 from .report import build_report, write_report
 from .stats import render, summarize_trace
+from .interrupts import StopOnCtrlC
 from .status import StatusLine
 from .stepper import CodeView, Stepper
 from .tracefile import read_trace
@@ -47,7 +48,7 @@ def _config(args: argparse.Namespace) -> BootConfig:
 
 def _finish_run(boot: TracedBoot, args: argparse.Namespace, stream: _SerialStream):
     with StatusLine(lambda: boot.machine.total_instructions):
-        run = boot.run()
+        run = boot.run()  # a Ctrl-C ends this with stop reason "interrupted"
     stream.close()
     result = run.result
     if result.fault is not None:
@@ -63,6 +64,11 @@ def _finish_run(boot: TracedBoot, args: argparse.Namespace, stream: _SerialStrea
 def cmd_boot(args: argparse.Namespace) -> int:
     stream = _SerialStream()
     boot = TracedBoot(args.image, _config(args), firmware=args.firmware, check=args.check, on_serial=stream)
+    with StopOnCtrlC(boot.machine.interrupt):
+        return _boot_outputs(boot, args, stream)
+
+
+def _boot_outputs(boot: TracedBoot, args: argparse.Namespace, stream: _SerialStream) -> int:
     run = _finish_run(boot, args, stream)
     if args.screen:
         print(run.result.screen, file=sys.stderr)
@@ -125,7 +131,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
     stream = _SerialStream()
     boot = TracedBoot(args.image, _config(args), firmware=args.firmware, trace_path=args.output,
                       check=not args.no_check, backtrace_depth=args.backtrace_depth, on_serial=stream)
-    run = _finish_run(boot, args, stream)
+    with StopOnCtrlC(boot.machine.interrupt):
+        run = _finish_run(boot, args, stream)
     print(f"aeth-emu: {len(run.events)} events written to {args.output}", file=sys.stderr)
     return run.exit_code
 

@@ -394,6 +394,10 @@ class Machine:
         if self.uc is not None:
             self.uc.emu_stop()
 
+    def interrupt(self) -> None:
+        """Stop the guest from another thread (Ctrl-C); safe to call more than once."""
+        self._request_stop(StopReason.INTERRUPTED, "interrupted by Ctrl-C")
+
     def _guest_exit(self, value: int) -> None:
         if self._stop is None:
             self._exit_pc = self._current_pc + self._current_insn_len

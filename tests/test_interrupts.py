@@ -1,0 +1,83 @@
+"""Ctrl-C (twice) during a run still leaves a whole trace, a report and the serial output."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from guest import build
+
+from emulator.tracefile import read_trace
+
+FOREVER = """
+.function __rust_alloc
+__rust_alloc:
+    push rbp
+    mov rbp, rsp
+    mov eax, 0x1000000
+    pop rbp
+    ret
+.endfunction
+.function __rust_dealloc
+__rust_dealloc:
+    push rbp
+    mov rbp, rsp
+    pop rbp
+    ret
+.endfunction
+.function main, forever::main
+main:
+    push rbp
+    mov rbp, rsp
+    mov dx, 0x3F8
+    mov al, 'x'
+    out dx, al
+.Lagain:
+    mov edi, 32
+    mov esi, 8
+    call __rust_alloc
+    mov rdi, rax
+    mov esi, 32
+    mov edx, 8
+    call __rust_dealloc
+    jmp .Lagain
+.endfunction
+"""
+
+
+def start(tmp_path, *args):
+    image = build(tmp_path, FOREVER)
+    return subprocess.Popen([sys.executable, "-m", "emulator", *args, str(image)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def interrupt_twice(process, after: float = 2.0):
+    time.sleep(after)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    return process.communicate(timeout=60)
+
+
+def test_trace_survives_two_ctrl_c(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    process = start(tmp_path, "trace", "-o", str(trace))
+    out, err = interrupt_twice(process)
+    assert process.returncode == 4, err
+    assert out == "x" and "Traceback" not in err and "interrupted by Ctrl-C" in err
+    assert trace.read_text().endswith("\n")  # the last line is whole
+    parsed = read_trace(trace)
+    assert len(parsed.events) > 100 and parsed.end["stop_reason"] == "interrupted"
+    assert [e.kind for e in parsed.events[:4]] == ["alloc", "dealloc", "alloc", "dealloc"]
+
+
+def test_report_survives_ctrl_c(tmp_path):
+    report = tmp_path / "r.json"
+    process = start(tmp_path, "boot", "--report", str(report))
+    out, err = interrupt_twice(process, after=1.5)
+    assert process.returncode == 4 and out == "x"
+    data = json.loads(report.read_text())
+    assert data["stop_reason"] == "interrupted" and data["serial"] == "x" and data["instructions"] > 1000
