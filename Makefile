@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test images bench fuzz clean qemu
+.PHONY: run test images bench fuzz validate clean qemu llvm
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/aeth-emu bench
+
+# The cycle model against this host CPU running the same code, with llvm-mca as a baseline.
+llvm:
+	@command -v llvm-mca >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends llvm; \
+	  else echo "llvm-mca missing: install llvm for the baseline"; fi; }
+
+validate: $(STAMP) llvm
+	$(BIN)/aeth-emu validate
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

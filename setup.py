@@ -8,7 +8,8 @@ setup(
             "emulator._cyclemodel",
             sources=["emulator/native/cyclemodel.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
-        )
+        ),
+        Extension("emulator._hostrun", sources=["emulator/native/hostrun.c"], extra_compile_args=["-O2", "-Wall"]),
     ],
     package_data={"emulator": ["cycle_model.toml"]},
 )

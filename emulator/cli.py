@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     bench.add_argument("--firmware", default=str(DEFAULT_FIRMWARE), metavar="ROM", help="BIOS ROM image (64 KiB)")
     bench.add_argument("--iterations", type=_positive_int, default=3_000_000, metavar="N", help="loop iterations for the MIPS workload")
+
+    validate = sub.add_parser("validate", help="compare the cycle model with this host CPU running the same code")
+    validate.add_argument("image", nargs="?", default="images/kernel.elf", help="kernel image whose allocators are measured")
+    validate.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser
 
 

@@ -226,7 +226,36 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"boot": cmd_boot, "trace": cmd_trace, "stats": cmd_stats, "step": cmd_step, "bench": cmd_bench}
+def cmd_validate(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .validate import validate
+
+    try:
+        report = validate(args.image)
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    table = Table(title=f"cycle model vs this CPU (TSC ticks per core cycle {report['ticks_per_core_cycle']:.3f})")
+    for column in ("case", "native", "model", "error %", "llvm-mca", "error %"):
+        table.add_column(column, justify="left" if column == "case" else "right")
+    for row in report["cases"]:
+        mca = row["llvm_mca_cycles"]
+        table.add_row(row["case"], f"{row['native_cycles']:,}", f"{row['model_cycles']:,}", f"{row['model_error_percent']:+.1f}",
+                      "" if mca is None else f"{mca:,}",
+                      "" if mca is None else f"{row['llvm_mca_error_percent']:+.1f}")
+    out = Console()
+    out.print(table)
+    for label, key in (("model, all cases", "model"), ("model, llvm-mca's cases", "model_on_llvm_mca_cases"),
+                       ("llvm-mca (znver3)", "llvm_mca")):
+        summary = report[key]
+        out.print(f"{label}: {summary['cases']} cases, MAPE {summary['mape_percent']} %, Kendall tau {summary['kendall_tau']}")
+    return 0
+
+
+COMMANDS = {"boot": cmd_boot, "trace": cmd_trace, "stats": cmd_stats, "step": cmd_step, "bench": cmd_bench, "validate": cmd_validate}
 
 
 def run_command(args: argparse.Namespace) -> int:
