@@ -83,7 +83,11 @@ class LinkedListModel:
 
 
 def realloc(model, ptr: int, old_size: int, align: int, new_size: int, copy) -> int:
-    """GlobalAlloc's default realloc: allocate, copy, free the old block (if the alloc worked)."""
+    """In place when the bump allocator's last block can be resized where it is; otherwise
+    GlobalAlloc's default: allocate, copy, free the old block (if the allocation worked)."""
+    if isinstance(model, BumpModel) and ptr + old_size == model.next and ptr + new_size <= model.heap_end:
+        model.next = ptr + new_size
+        return ptr
     new = model.alloc(new_size, align)
     if new:
         copy(new, ptr, min(old_size, new_size))

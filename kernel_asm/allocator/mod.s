@@ -173,7 +173,8 @@ __rust_dealloc:
     ret
 .endfunction
 
-; __rust_realloc(ptr, old_size, align, new_size): GlobalAlloc's default, allocate, copy, free
+; __rust_realloc(ptr, old_size, align, new_size): in place when the bump allocator's last block
+; can grow or shrink where it is; otherwise GlobalAlloc's default, allocate, copy, free
 .function __rust_realloc
 __rust_realloc:
     push rbp
@@ -186,8 +187,11 @@ __rust_realloc:
     mov r12, rsi
     mov r13, rdx
     mov r14, rcx
-    mov rdi, rcx
-    mov rsi, rdx
+    call bump_realloc_in_place
+    test rax, rax
+    jnz .Lout
+    mov rdi, r14
+    mov rsi, r13
     call global_alloc
     test rax, rax
     jz .Lout                                    ; the old block stays valid, as GlobalAlloc says
@@ -206,6 +210,45 @@ __rust_realloc:
 .Lout:
     pop r14
     pop r13
+    pop r12
+    pop rbx
+    pop rbp
+    ret
+.endfunction
+
+; bump_realloc_in_place(ptr, old_size, align, new_size) -> ptr if resized in place, else 0:
+; only under the bump allocator, only the most recent block (ptr + old_size == next)
+.function bump_realloc_in_place, aetherion::allocator::LockedAllocator::realloc_in_place
+bump_realloc_in_place:
+    push rbp
+    mov rbp, rsp
+    push rbx
+    push r12
+    mov rbx, rdi
+    mov r12, rcx
+    mov r8, rsi
+    push r8
+    sub rsp, 8
+    call lock_acquire
+    add rsp, 8
+    pop r8
+    xor eax, eax
+    cmp qword ptr [rip + ALLOCATOR + 8], KIND_BUMP
+    jne .Ldone
+    lea rcx, [rbx + r8]
+    cmp rcx, qword ptr [rip + ALLOCATOR + 32]   ; BumpAllocator.next: the block is the last one
+    jne .Ldone
+    mov rcx, rbx
+    add rcx, r12
+    jc .Ldone
+    cmp rcx, qword ptr [rip + ALLOCATOR + 24]   ; heap_end
+    ja .Ldone
+    mov qword ptr [rip + ALLOCATOR + 32], rcx
+    mov rax, rbx
+.Ldone:
+    mov rbx, rax
+    call lock_release
+    mov rax, rbx
     pop r12
     pop rbx
     pop rbp
