@@ -131,75 +131,52 @@ parse_cmdline:
     ret
 .endfunction
 
-; handle_word(ptr, len): one key of the command line into CONFIG
+; handle_word(ptr, len): one key of the command line into CONFIG (config_keys), or test=SUBSTRING
 .function handle_word, aetherion::config::handle_word
 handle_word:
     push rbp
     mov rbp, rsp
     push rbx
     push r12
+    push r13
+    sub rsp, 8
     mov rbx, rdi
     mov r12, rsi
-    lea rdx, [rip + key_bump]
-    mov ecx, 14
-    call .Lis
-    jnz .Lnot_bump
-    mov qword ptr [rip + CONFIG], 0
+    lea r13, [rip + config_keys]
+.Lkey:
+    mov rcx, qword ptr [r13 + 8]                ; key length; 0 ends the table
+    test rcx, rcx
+    jz .Lnot_a_key
+    cmp rcx, r12
+    jne .Lnext_key
+    mov rdi, rbx
+    mov rsi, qword ptr [r13]
+    mov rdx, rcx
+    call mem_eq
+    test eax, eax
+    jz .Lnext_key
+    mov rax, qword ptr [r13 + 16]               ; the CONFIG field
+    mov rcx, qword ptr [r13 + 24]               ; its value
+    lea rdx, [rip + CONFIG]
+    mov qword ptr [rdx + rax], rcx
     jmp .Lout
-.Lnot_bump:
-    lea rdx, [rip + key_linked_list]
-    mov ecx, 21
-    call .Lis
-    jnz .Lnot_ll
-    mov qword ptr [rip + CONFIG], 1
-    jmp .Lout
-.Lnot_ll:
-    lea rdx, [rip + key_test]
-    mov ecx, 4
-    call .Lis
-    jnz .Lnot_test
-    mov qword ptr [rip + CONFIG + 8], 1
-    jmp .Lout
-.Lnot_test:
+.Lnext_key:
+    add r13, 32
+    jmp .Lkey
+.Lnot_a_key:
     cmp r12, 5
-    jb .Lnot_filter
-    lea rdx, [rip + key_test_eq]
-    mov ecx, 5
-    call .Lprefix
-    jnz .Lnot_filter
-    mov qword ptr [rip + CONFIG + 8], 1
+    jb .Lunknown
+    mov rdi, rbx
+    lea rsi, [rip + key_test_eq]
+    mov edx, 5
+    call mem_eq
+    test eax, eax
+    jz .Lunknown
+    mov qword ptr [rip + CONFIG + 8], 1         ; test=SUBSTRING
     lea rax, [rbx + 5]
     mov qword ptr [rip + CONFIG + 16], rax
     lea rax, [r12 - 5]
     mov qword ptr [rip + CONFIG + 24], rax
-    jmp .Lout
-.Lnot_filter:
-    lea rdx, [rip + key_bench]
-    mov ecx, 5
-    call .Lis
-    jnz .Lnot_bench
-    mov qword ptr [rip + CONFIG + 32], 1
-    jmp .Lout
-.Lnot_bench:
-    lea rdx, [rip + key_verbose]
-    mov ecx, 7
-    call .Lis
-    jnz .Lnot_verbose
-    mov qword ptr [rip + CONFIG + 40], 1
-    jmp .Lout
-.Lnot_verbose:
-    lea rdx, [rip + key_quiet]
-    mov ecx, 5
-    call .Lis
-    jnz .Lnot_quiet
-    mov qword ptr [rip + CONFIG + 48], 1
-    jmp .Lout
-.Lnot_quiet:
-    lea rdx, [rip + key_oom]
-    mov ecx, 8
-    call .Lis
-    jnz .Lunknown
-    mov qword ptr [rip + CONFIG + 56], 1
     jmp .Lout
 .Lunknown:
     ; remembered and reported after the banner, so the banner stays the first line
@@ -212,23 +189,11 @@ handle_word:
     mov qword ptr [rcx + rax + 8], r12
     inc qword ptr [rip + unknown_count]
 .Lout:
+    add rsp, 8
+    pop r13
     pop r12
     pop rbx
     pop rbp
-    ret
-; .Lis: ZF set when the word (rbx, r12) equals the key (rdx, rcx)
-.Lis:
-    cmp r12, rcx
-    jne .Lis_done
-.Lprefix:
-    mov rdi, rbx
-    mov rsi, rdx
-    mov rdx, rcx
-    sub rsp, 8
-    call mem_eq
-    add rsp, 8
-    cmp eax, 1
-.Lis_done:
     ret
 .endfunction
 
@@ -323,11 +288,22 @@ no_cmdline: .asciz "(none)"
 key_bump: .ascii "allocator=bump"
 key_linked_list: .ascii "allocator=linked_list"
 key_test: .ascii "test"
-key_test_eq: .ascii "test="
 key_bench: .ascii "bench"
 key_verbose: .ascii "verbose"
 key_quiet: .ascii "quiet"
 key_oom: .ascii "demo=oom"
+key_test_eq: .ascii "test="
+.align 8
+; {key, key length, CONFIG field offset, value}
+config_keys:
+    .quad key_bump, 14, 0, 0
+    .quad key_linked_list, 21, 0, 1
+    .quad key_test, 4, 8, 1
+    .quad key_bench, 5, 32, 1
+    .quad key_verbose, 7, 40, 1
+    .quad key_quiet, 5, 48, 1
+    .quad key_oom, 8, 56, 1
+    .quad 0, 0, 0, 0
 unknown_before: .asciz "unknown command-line key '"
 unknown_after: .asciz "' ignored\n"
 map_title: .asciz "memory map:\n"

@@ -37,9 +37,14 @@ panic:
     mov rsi, r12
     call serial_write_str
     call write_newline
-    mov rax, qword ptr [rip + test_recovery_rsp]
-    test rax, rax
-    jnz test_failed                 ; inside a test: the runner takes over
+    call panic_finish
+.endfunction
+
+; panic_finish() -> !: the end of every panic: fail the running test, or exit with failure
+.function panic_finish, aetherion::panic::finish
+panic_finish:
+    cmp qword ptr [rip + test_recovery_rsp], 0
+    jne test_failed                 ; inside a test: the runner takes over
     mov edi, EXIT_FAILURE
     call exit
 .endfunction
@@ -98,11 +103,7 @@ assert_eq:
     mov rdi, r12
     call write_u64
     call write_newline
-    mov rax, qword ptr [rip + test_recovery_rsp]
-    test rax, rax
-    jnz test_failed
-    mov edi, EXIT_FAILURE
-    call exit
+    call panic_finish
 .endfunction
 
 ; panic_address(prefix_cstr, address, suffix_cstr, location_cstr): a message naming an address
@@ -126,11 +127,7 @@ panic_address:
     mov rdi, r13
     call serial_write_cstr
     call write_newline
-    mov rax, qword ptr [rip + test_recovery_rsp]
-    test rax, rax
-    jnz test_failed
-    mov edi, EXIT_FAILURE
-    call exit
+    call panic_finish
 .endfunction
 
 ; assert_true(condition, location_cstr)

@@ -99,3 +99,32 @@ def build(tmp_path: Path, body: str, name: str = "test.elf", raw: bool = False) 
     path = tmp_path / name
     path.write_bytes(image.elf)
     return path
+
+
+# A fake allocator for test kernels: a bump pointer from 16 MiB, `step` bytes a block (0: always
+# the same block), and a dealloc that does nothing; test kernels then call it as they please.
+FAKE_ALLOCATOR = """
+.function __rust_alloc
+__rust_alloc:
+    push rbp
+    mov rbp, rsp
+    mov rax, qword ptr [rip + next_block]
+    add qword ptr [rip + next_block], {step}
+    pop rbp
+    ret
+.endfunction
+.function __rust_dealloc
+__rust_dealloc:
+    push rbp
+    mov rbp, rsp
+    pop rbp
+    ret
+.endfunction
+.section data
+next_block: .quad 0x1000000
+.section text
+"""
+
+
+def fake_allocator(step: int) -> str:
+    return FAKE_ALLOCATOR.format(step=step)

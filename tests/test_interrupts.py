@@ -8,26 +8,11 @@ import subprocess
 import sys
 import time
 
-from guest import build
+from guest import build, fake_allocator
 
 from emulator.tracefile import read_trace
 
-FOREVER = """
-.function __rust_alloc
-__rust_alloc:
-    push rbp
-    mov rbp, rsp
-    mov eax, 0x1000000
-    pop rbp
-    ret
-.endfunction
-.function __rust_dealloc
-__rust_dealloc:
-    push rbp
-    mov rbp, rsp
-    pop rbp
-    ret
-.endfunction
+FOREVER = fake_allocator(0) + """
 .function main, forever::main
 main:
     push rbp

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from guest import build
+from guest import build, fake_allocator
 
 from emulator import boot
 from emulator.tracefile import read_trace
@@ -79,32 +79,8 @@ def test_step_through_a_real_boot_with_piped_input(tmp_path):
     assert "call __rust_realloc" in done.stdout and "heap: 0x444444440000 [" in done.stdout
 
 
-# A fake allocator in a test kernel: a bump pointer handing out 64-byte-aligned blocks.
-FAKE_ALLOCATOR = """
-.function __rust_alloc
-__rust_alloc:
-    push rbp
-    mov rbp, rsp
-    mov rax, qword ptr [rip + next_block]
-    add qword ptr [rip + next_block], {step}
-    pop rbp
-    ret
-.endfunction
-.function __rust_dealloc
-__rust_dealloc:
-    push rbp
-    mov rbp, rsp
-    pop rbp
-    ret
-.endfunction
-.section data
-next_block: .quad 0x1000000
-.section text
-"""
-
-
 def seeded(tmp_path, body: str, step: int = 64):
-    source = FAKE_ALLOCATOR.format(step=step) + f"""
+    source = fake_allocator(step) + f"""
 .function main, buggy::main
 main:
     push rbp

@@ -33,27 +33,34 @@ _LABEL = re.compile(r"\s*([A-Za-z_.][\w.$]*)\s*:(?!:)")
 _IDENT = re.compile(r"[A-Za-z_.][\w.$]*")
 
 
-def strip_comment(text: str) -> str:
-    out, quote = [], None
-    i = 0
-    while i < len(text):
-        ch = text[i]
+def _unquoted(text: str):
+    """(index, char, depth) for each character outside string and character literals, where
+    depth counts the open brackets and parentheses; quoted characters are skipped."""
+    depth, quote, escaped = 0, None, False
+    for i, ch in enumerate(text):
         if quote:
-            out.append(ch)
-            if ch == "\\" and i + 1 < len(text):
-                out.append(text[i + 1])
-                i += 1
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
             elif ch == quote:
                 quote = None
-        elif ch in "\"'":
+            continue
+        if ch in "\"'":
             quote = ch
-            out.append(ch)
-        elif ch == ";":
-            break
-        else:
-            out.append(ch)
-        i += 1
-    return "".join(out).strip()
+            continue
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        yield i, ch, depth
+
+
+def strip_comment(text: str) -> str:
+    for i, ch, _ in _unquoted(text):
+        if ch == ";":
+            return text[:i].strip()
+    return text.strip()
 
 
 def parse_lines(file: str, text: str) -> list[Line]:
@@ -82,34 +89,13 @@ def parse_lines(file: str, text: str) -> list[Line]:
 
 def split_args(text: str) -> list[str]:
     """Split on commas outside brackets, parentheses and quotes."""
-    parts, depth, quote, current = [], 0, None, []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            current.append(ch)
-            if ch == "\\" and i + 1 < len(text):
-                current.append(text[i + 1])
-                i += 1
-            elif ch == quote:
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-            current.append(ch)
-        elif ch in "([":
-            depth += 1
-            current.append(ch)
-        elif ch in ")]":
-            depth -= 1
-            current.append(ch)
-        elif ch == "," and depth == 0:
-            parts.append("".join(current).strip())
-            current = []
-        else:
-            current.append(ch)
-        i += 1
-    if current or parts:
-        parts.append("".join(current).strip())
+    parts, begin = [], 0
+    for i, ch, depth in _unquoted(text):
+        if ch == "," and depth == 0:
+            parts.append(text[begin:i].strip())
+            begin = i + 1
+    if text.strip() or parts:
+        parts.append(text[begin:].strip())
     return parts
 
 

@@ -305,11 +305,7 @@ __rust_alloc_error_handler:
     call write_u64
     lea rdi, [rip + close_text]
     call serial_write_cstr
-    mov rax, qword ptr [rip + test_recovery_rsp]
-    test rax, rax
-    jnz test_failed
-    mov edi, 0x11
-    call exit
+    call panic_finish
 .endfunction
 
 .section rodata
