@@ -46,7 +46,7 @@ def _config(args: argparse.Namespace) -> BootConfig:
     )
 
 
-def _finish_run(boot: TracedBoot, args: argparse.Namespace, stream: _SerialStream):
+def _finish_run(boot: TracedBoot, stream: _SerialStream):
     with StatusLine(lambda: boot.machine.total_instructions):
         run = boot.run()  # a Ctrl-C ends this with stop reason "interrupted"
     stream.close()
@@ -69,7 +69,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 
 def _boot_outputs(boot: TracedBoot, args: argparse.Namespace, stream: _SerialStream) -> int:
-    run = _finish_run(boot, args, stream)
+    run = _finish_run(boot, stream)
     if args.screen:
         print(run.result.screen, file=sys.stderr)
     if args.profile:
@@ -132,7 +132,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     boot = TracedBoot(args.image, _config(args), firmware=args.firmware, trace_path=args.output,
                       check=not args.no_check, backtrace_depth=args.backtrace_depth, on_serial=stream)
     with StopOnCtrlC(boot.machine.interrupt):
-        run = _finish_run(boot, args, stream)
+        run = _finish_run(boot, stream)
     print(f"aeth-emu: {len(run.events)} events written to {args.output}", file=sys.stderr)
     return run.exit_code
 

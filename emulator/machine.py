@@ -139,6 +139,10 @@ class Machine:
         self.accounting: CycleAccounting | None = None
         self.firmware_instructions = 0
         self.firmware_accounting: CycleAccounting | None = None
+        self._handoff: dict[str, int] | None = None  # firmware registers at the kernel's entry
+        self._handoff_gdtr = None
+        self._exit_pc: int | None = None  # where a write to isa-debug-exit ended the run
+        self._calling = False  # inside machine.call
         self._load_kernel()
         self._write_boot_params()
 
@@ -248,7 +252,7 @@ class Machine:
         except UcError as exc:
             if self._stop is None:
                 self._fault(uc, None, f"Unicorn stopped: {exc}")
-        pc = cpu_state.read(uc, "eip" if uc is not None and self._mode(uc) == 16 else "rip")
+        pc = self._pc(uc)
         if self._stop is not None and self._stop.reason is StopReason.EXIT and self._exit_pc is not None:
             pc = self._exit_pc  # the rest of the block ran after emu_stop; the guest's run ended here
         self.accounting.finish(pc)
@@ -293,7 +297,7 @@ class Machine:
     @property
     def handoff_registers(self) -> dict[str, int] | None:
         """The firmware's register state at the kernel's PVH entry (None if it never got there)."""
-        return dict(self._handoff) if hasattr(self, "_handoff") else None
+        return None if self._handoff is None else dict(self._handoff)
 
     @property
     def total_cycles(self) -> int:
@@ -327,8 +331,6 @@ class Machine:
         return VirtualMemory(self.memory, cr3)
 
     # -- calling guest functions from the host --------------------------------------------
-
-    _calling = False
 
     def call_sret(self, function: str | int, size: int, *args: int) -> bytes:
         """Call a function that returns a struct larger than 16 bytes (System V: through a
@@ -383,9 +385,6 @@ class Machine:
 
     # -- stops ----------------------------------------------------------------------------
 
-    _exit_pc: int | None = None
-    _handoff: dict[str, int]
-
     def _request_stop(self, reason: StopReason, detail: str = "", **info) -> None:
         with self._lock:
             if self._stop is not None:
@@ -399,8 +398,6 @@ class Machine:
         self._request_stop(StopReason.INTERRUPTED, "interrupted by Ctrl-C")
 
     def _guest_exit(self, value: int) -> None:
-        if self._stop is None:
-            self._exit_pc = self._current_pc + self._current_insn_len
         self._request_stop(StopReason.EXIT, f"guest wrote 0x{value:x} to isa-debug-exit", guest_exit_value=value)
 
     def _fault(self, uc: Uc, vector: int | None, detail: str, **extra) -> None:
@@ -410,9 +407,6 @@ class Machine:
         self._request_stop(StopReason.FAULT, report.summary, fault=report)
 
     # -- hooks ----------------------------------------------------------------------------
-
-    _current_pc = 0
-    _current_insn_len = 0
 
     def _pc(self, uc: Uc) -> int:
         return cpu_state.read(uc, "rip") if self._mode(uc) == 64 else cpu_state.read(uc, "eip")
@@ -426,9 +420,10 @@ class Machine:
         if self._stop is not None:
             return  # the block runs on after a stop; its output never happened
         if port == DEBUG_EXIT_PORT:
-            self._current_pc = self._pc(uc)
-            code = self._read_code(uc, self._current_pc, 2, self._mode(uc))
-            self._current_insn_len = 2 if code[:1] in (b"\xe6", b"\xe7") else 1
+            # Unicorn runs the rest of the block after emu_stop: the guest's run ends after this `out`.
+            pc = self._pc(uc)
+            opcode = self._read_code(uc, pc, 1, self._mode(uc))
+            self._exit_pc = pc + (2 if opcode in (b"\xe6", b"\xe7") else 1)  # `out imm8` or `out dx`
         self.bus.write(port, size, value)
 
     def _interrupt(self, uc: Uc, intno: int, user_data) -> None:
