@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 
@@ -47,7 +48,7 @@ target:
 .section data
 datum: .quad 1, 2
 """)])
-    elf = ELFFile(__import__("io").BytesIO(image.elf))
+    elf = ELFFile(io.BytesIO(image.elf))
     text = elf.get_section_by_name(".text")
     insns = list(Cs(CS_ARCH_X86, CS_MODE_64).disasm(text.data(), text["sh_addr"]))
     target, datum = image.symbols["target"], image.symbols["datum"]
@@ -87,7 +88,7 @@ __rust_alloc:
 counter: .quad 0
 .endobject
 """))])
-    elf = ELFFile(__import__("io").BytesIO(image.elf))
+    elf = ELFFile(io.BytesIO(image.elf))
     assert (elf.header.e_type, elf.header.e_machine, elf.header.e_entry) == ("ET_EXEC", "EM_X86_64", image.entry)
     loads = [(s.header.p_vaddr, s.header.p_flags) for s in elf.iter_segments() if s.header.p_type == "PT_LOAD"]
     assert [flags for _, flags in loads] == [5, 4, 6]  # R-X text, R rodata, RW data+bss
@@ -161,3 +162,13 @@ reset:
     assert rom.data[:2] == b"\xfa\xf4" and rom.data[2:0xFFF0] == b"\xff" * (0xFFF0 - 2)
     assert rom.data[0xFFF0:0xFFF5] == bytes.fromhex("ea0000 00f0".replace(" ", ""))
     assert rom.symbols["reset"] == 0xFFFF0
+
+
+def test_many_short_forward_jumps_settle_quickly_as_two_byte_jumps():
+    # Each pass used to fix only ~40 of these (stale forward labels looked too far away).
+    body = "".join(f"    jmp .Ln{i}\n.Ln{i}:\n    add rax, {i}\n" for i in range(1000))
+    image = assemble_kernel([("k.s", ".section text\nstart:\n" + body + "    ret\n")])
+    text = ELFFile(io.BytesIO(image.elf)).get_section_by_name(".text").data()
+    assert text[:2] == bytes([0xEB, 0x00])  # jmp +0 to the next line
+    insns = list(Cs(CS_ARCH_X86, CS_MODE_64).disasm(text, 0x0220_0000))
+    assert sum(i.mnemonic == "jmp" and i.size == 2 for i in insns) == 1000

@@ -73,6 +73,10 @@ class Assembler:
         self.default_mode = default_mode
         self._ks: dict[int, Ks] = {}
         self._cache: dict[tuple[str, int, int], bytes] = {}
+        # Layout state: labels not yet placed in this pass that lie later in the section being
+        # placed are estimated as last pass's address plus how far this pass has moved so far.
+        self._ahead: set[str] = set()
+        self._shift = 0
         self.program = self._parse(sources)
 
     # -- parsing --------------------------------------------------------------------------
@@ -193,7 +197,7 @@ class Assembler:
         def get(name: str) -> int | None:
             for key in (qualify(name, scope), qualify(name, file_scope(scope))):
                 if key in labels:
-                    return labels[key]
+                    return labels[key] + (self._shift if key in self._ahead else 0)
                 if key in constants:
                     expr, cscope = constants[key]
                     return expr.value(self.lookup(cscope, strict))
@@ -203,24 +207,30 @@ class Assembler:
 
     def layout(self, place: Callable[[dict[str, int]], dict[str, int]]) -> None:
         """`place(sizes)` returns each section's start address given the sections' sizes."""
-        for _ in range(MAX_PASSES):
+        moved: Stmt | None = None
+        for attempt in range(MAX_PASSES):
             sizes = {name: sum(s.size for s in stmts) for name, stmts in self.program.sections.items()}
             starts = place(sizes)
-            changed = False
+            moved = None
             for name, stmts in self.program.sections.items():
                 address = starts[name]
+                self._ahead = {label for stmt in stmts for label in stmt.labels}
                 for stmt in stmts:
+                    self._shift = address - stmt.address if attempt else 0
                     stmt.address = address
                     for label in stmt.labels:
                         self.program.labels[label] = address
+                        self._ahead.discard(label)
                     new = self._size(stmt, address)
-                    changed |= new != stmt.size
+                    if new != stmt.size and moved is None:
+                        moved = stmt
                     stmt.size = new
                     address += new
-            # A second look with the labels of this pass, then stop if nothing moved.
-            if not changed:
+            self._ahead, self._shift = set(), 0
+            if moved is None:
                 return
-        raise AssemblyError(f"layout did not settle after {MAX_PASSES} passes (instruction sizes keep changing)")
+        where = moved.where if moved is not None else Where("?", 0)
+        raise where.error(f"layout did not settle after {MAX_PASSES} passes (this statement's size keeps changing)")
 
     def _size(self, stmt: Stmt, address: int) -> int:
         if stmt.kind == "insn":
