@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, Cs
 from unicorn import (
-    UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_WRITE, UC_MODE_16, UC_PROT_EXEC, UC_PROT_READ, Uc,
+    UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_WRITE, UC_MODE_16,
+    UC_PROT_EXEC, UC_PROT_READ, Uc,
 )
 from guest import build
 from unicorn import x86_const as x86
