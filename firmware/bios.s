@@ -145,10 +145,10 @@ post:                               ; F000:0000, where the reset vector jumps
     mov dword ptr [START_INFO + 48], MEMMAP_ENTRIES
     test byte ptr [BOOT_PARAMS + 12], 1
     jz .Lno_cmdline
-    mov cx, word ptr [BOOT_PARAMS + 24]
-    cmp cx, CMDLINE_MAX
+    mov ecx, dword ptr [BOOT_PARAMS + 24]   ; the whole 32-bit length, so a huge one is capped too
+    cmp ecx, CMDLINE_MAX
     jbe .Lcopy_cmdline
-    mov cx, CMDLINE_MAX
+    mov ecx, CMDLINE_MAX
 .Lcopy_cmdline:
     mov si, BOOT_PARAMS + 32
     mov di, CMDLINE

@@ -349,6 +349,12 @@ def test_overlong_command_line_is_cut_to_fit(rom):
     assert run.read(0x7100, 3840) == b"b" * 3839 + b"\0"
 
 
+def test_length_of_64_kib_or_more_is_capped_not_wrapped(rom):
+    # 0x10005 would be 5 if only its low 16 bits were read; the whole length must be capped.
+    run = run_firmware(rom, boot_block(cmdline=b"c" * 3900, length=0x10005))
+    assert run.read(0x7100, 3840) == b"c" * 3839 + b"\0"
+
+
 def test_entry_comes_from_the_boot_block(rom):
     run = run_firmware(rom, boot_block(entry=0x0300_1234), until=0x0300_1234)
     assert run.reg("eip") == 0x0300_1234 and run.reg("cs") == 0x08
