@@ -132,7 +132,8 @@ def test_not_present_at_each_level_names_level_index_and_entry(level):
     assert failure.level == ("PML4", "PDPT", "PD", "PT")[level]
     assert (failure.index, failure.table, failure.entry) == (index, tables[level], value)
     assert failure.reason == "not present (P=0)"
-    assert failure.describe() == f"{failure.level} entry {index} of table 0x{tables[level]:x} not present (P=0) (entry 0x{value:x})"
+    expected = f"{failure.level} entry {index} of table 0x{tables[level]:x} not present (P=0) (entry 0x{value:x})"
+    assert failure.describe() == expected
     assert walker.translate(va) is None
 
 
