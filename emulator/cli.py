@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="compare the cycle model with this host CPU running the same code")
     validate.add_argument("image", nargs="?", default="images/kernel.elf", help="kernel image whose allocators are measured")
     validate.add_argument("--json", action="store_true", help="print the results as JSON")
+    validate.add_argument("--probes", action="store_true",
+                          help="run the calibration probes behind cycle_model.toml's measured figures instead")
     return parser
 
 

@@ -229,14 +229,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from .validate import validate
+    from .validate import probes, validate
 
     try:
-        report = validate(args.image)
+        report = probes(args.image) if args.probes else validate(args.image)
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
     if args.json:
         print(json.dumps(report, indent=2))
+        return 0
+    if args.probes:
+        table = Table(title="calibration probes: core cycles per loop iteration")
+        for column in ("probe", "native", "model"):
+            table.add_column(column, justify="left" if column == "probe" else "right")
+        for row in report["probes"]:
+            table.add_row(row["probe"], f"{row['native_cycles_per_iteration']:.2f}",
+                          f"{row['model_cycles_per_iteration']:.2f}")
+        Console().print(table)
         return 0
     table = Table(title=f"cycle model vs this CPU (TSC ticks per core cycle {report['ticks_per_core_cycle']:.3f})")
     for column in ("case", "native", "model", "error %", "llvm-mca", "error %"):

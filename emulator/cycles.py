@@ -81,7 +81,7 @@ DEFAULT_PARAMS = Path(__file__).with_name("cycle_model.toml")
 K_NONE, K_COND, K_JMP, K_JMP_IND, K_CALL, K_CALL_IND, K_RET = range(7)
 _COUNTERS = ("base_mc", "l1_misses", "l2_misses", "l3_misses", "l1i_misses", "dtlb_misses", "page_walks",
              "branch_mispredicts", "btb_misses", "rep_iterations", "memory_mc", "tlb_mc", "branch_mc", "fetch_mc",
-             "loads", "stores", "branches")
+             "loads", "stores", "branches", "frontend_mc")
 
 
 class CycleModelError(RuntimeError):
@@ -92,6 +92,7 @@ class CycleModelError(RuntimeError):
 class InsnClass:
     latency: float
     throughput: float
+    pool: str = "serial"  # the resource its throughput is spent on (cycle_model.toml, [classes])
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,13 @@ class CycleParams:
     bp_history_bits: int
     btb_bits: int
     ras_entries: int
+    dispatch_width: float = 6.0
+    op_cache_width: float = 9.0
+    frontend_window: float = 32.0
+    taken_jump: float = 1.0
+    taken_call: float = 2.0
+    taken_ret: float = 2.0
+    fusion_first: frozenset[str] = frozenset()
     classes: dict[str, InsnClass] = field(default_factory=dict)
     rep_iteration: dict[str, float] = field(default_factory=dict)  # movs/stos per byte, others per element
 
@@ -131,8 +139,8 @@ def load_params(path: str | Path | None = None) -> CycleParams:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise CycleModelError(f"cannot read the cycle model parameters {path}: {exc}") from exc
     try:
-        c, t, b = d["cache"], d["tlb"], d["branch"]
-        classes = {name: InsnClass(float(v["latency"]), float(v["throughput"]))
+        c, t, b, core = d["cache"], d["tlb"], d["branch"], d["core"]
+        classes = {name: InsnClass(float(v["latency"]), float(v["throughput"]), str(v["pool"]))
                    for name, v in d["classes"].items() if isinstance(v, dict)}
         return CycleParams(
             clock_ghz=float(d["clock"]["ghz"]), line=int(c["line"]),
@@ -145,6 +153,10 @@ def load_params(path: str | Path | None = None) -> CycleParams:
             dtlb2_hit=float(t["l2_hit"]), page_walk=float(t["page_walk"]),
             mispredict=float(b["mispredict"]), btb_miss=float(b["btb_miss"]), bp_table_bits=int(b["table_bits"]),
             bp_history_bits=int(b["history_bits"]), btb_bits=int(b["btb_bits"]), ras_entries=int(b["ras_entries"]),
+            dispatch_width=float(core["dispatch_width"]), op_cache_width=float(core["op_cache_width"]),
+            frontend_window=float(core["frontend_window"]), taken_jump=float(core["taken"]["jump"]),
+            taken_call=float(core["taken"]["call"]), taken_ret=float(core["taken"]["ret"]),
+            fusion_first=frozenset(core["fusion"]["first"]),
             classes=classes,
             rep_iteration={k: float(v) for k, v in d["rep_iteration"].items() if not isinstance(v, str)},
         )
@@ -161,7 +173,7 @@ class _CParams(ctypes.Structure):
         "l1d_sets", "l1d_ways", "l1i_sets", "l1i_ways", "l2_sets", "l2_ways", "l3_sets", "l3_ways",
         "l2_hit", "l3_hit", "dram", "store_miss_permille", "dtlb1_entries", "dtlb2_sets", "dtlb2_ways",
         "dtlb2_hit", "page_walk", "bp_table_bits", "bp_history_bits", "btb_bits", "ras_entries",
-        "mispredict", "btb_miss", "mode")]
+        "mispredict", "btb_miss", "taken_jump", "taken_call", "taken_ret", "fe_window", "mode")]
 
 
 def _native() -> ctypes.CDLL:
@@ -174,7 +186,7 @@ def _native() -> ctypes.CDLL:
     p, u64, u32, i32, i = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int32, ctypes.c_int
     sigs = {
         "cm_new": (p, [ctypes.POINTER(_CParams), p, p, p, p]), "cm_free": (None, [p]),
-        "cm_add_block": (i, [p, u64, u32, u32, ctypes.POINTER(u32), ctypes.POINTER(u32), i, u64, i, i, u64]),
+        "cm_add_block": (i, [p, u64, u32, u32, ctypes.POINTER(u32), ctypes.POINTER(u32), i, u64, i, i, u64, u64]),
         "cm_set_budget": (None, [p, i, u64]), "cm_finish": (None, [p, u64]),
         "cm_instructions": (u64, [p]), "cm_cycles": (u64, [p]), "cm_millicycles": (u64, [p]),
         "cm_error": (i, [p]), "cm_counters": (None, [p, ctypes.POINTER(u64)]), "cm_ncounters": (i, []),
@@ -320,11 +332,15 @@ def _canon(insn, regs) -> set[str]:
 class _Facts:
     """What the model needs of one instruction encoding (independent of its address)."""
     d: _Decoded
-    throughput: float
+    pools: tuple[tuple[str, float], ...]  # (resource pool, cycles of it this instruction takes)
     latency: float
     reads: frozenset[str]
     writes: frozenset[str]
     rel_target: int  # direct branch target minus the instruction's address
+    fuses_with_jcc: bool  # a following conditional jump joins it in one macro-op
+
+
+_MEMORY_POOLS = ("load", "store", "serial", "none")
 
 
 class _BlockCoster:
@@ -333,7 +349,7 @@ class _BlockCoster:
 
     def __init__(self, params: CycleParams) -> None:
         self.p = params
-        missing = {"other", "alu", "mov", "load", "store"} - params.classes.keys()
+        missing = {"other", "alu", "mov", "load", "store", "branch"} - params.classes.keys()
         if missing:
             raise CycleModelError(f"cycle model parameters lack instruction classes {sorted(missing)}")
         self._facts: dict[tuple[int, bytes], _Facts] = {}
@@ -352,11 +368,18 @@ class _BlockCoster:
         classes = self.p.classes
         d = _classify(insn)
         c = classes.get(d.cls, classes["other"])
-        t = c.throughput
-        if d.cls in ("alu", "shift", "imul", "simd", "x87", "div") and d.reads_mem:
-            t += classes["load"].throughput
-        if d.cls in ("alu", "shift", "simd") and any(o.type == cx.X86_OP_MEM and o.access & 2 for o in insn.operands):
-            t += classes["store"].throughput
+        pools: dict[str, float] = {c.pool: c.throughput}
+        writes_mem = d.cls == "call" or any(o.type == cx.X86_OP_MEM and o.access & 2 for o in insn.operands) \
+            and insn.mnemonic not in ("lea", "nop")
+        if c.pool not in _MEMORY_POOLS:  # a memory operand adds its load and/or store
+            if d.reads_mem:
+                pools["load"] = pools.get("load", 0.0) + classes["load"].throughput
+            if writes_mem:
+                pools["store"] = pools.get("store", 0.0) + classes["store"].throughput
+        if c.pool == "branch":  # branch units are ALU pipes
+            pools["alu"] = pools.get("alu", 0.0) + classes["alu"].throughput
+        if d.reads_mem or writes_mem or d.cls == "push":
+            pools["agu"] = 1 / 3
         try:
             r, w = insn.regs_access()
             reads, writes = _canon(insn, r), _canon(insn, w)
@@ -370,10 +393,12 @@ class _BlockCoster:
                 all(o.type == cx.X86_OP_REG for o in ops) and ops[0].reg == ops[1].reg:
             reads = set()  # zero idiom: no input dependency
         lat = c.latency + (self.p.l1_latency if d.reads_mem and d.cls not in _MEASURED_WHOLE else 0.0)
-        return _Facts(d, t, lat, frozenset(reads), frozenset(writes), d.target - insn.address if d.target else 0)
+        fuses = insn.mnemonic in self.p.fusion_first and d.cls == "alu"
+        return _Facts(d, tuple(pools.items()), lat, frozenset(reads), frozenset(writes),
+                      d.target - insn.address if d.target else 0, fuses)
 
-    def cost(self, facts: list[_Facts]) -> tuple[list[int], int, bool, bool, int, int]:
-        """(costs, kind, rep_last, first_rep, rep_iteration mc, relative target) of a block."""
+    def cost(self, facts: list[_Facts]) -> tuple[list[int], int, bool, bool, int, int, int]:
+        """(costs, kind, rep_last, first_rep, rep_iteration mc, relative target, front-end mc)."""
         # reg -> {register at block entry: longest latency path from it to reg's current value}
         deps: dict[str, dict[str, float]] = {}
         for f in facts:
@@ -388,23 +413,35 @@ class _BlockCoster:
         # The loop-carried bound: a value that depends on its own value at block entry cannot
         # be ready sooner than that path's latency after the previous execution's.
         chain = max((paths.get(r, 0.0) for r, paths in deps.items()), default=0.0)
-        thr = [f.throughput for f in facts]
-        t_mc = [_mc(t) for t in thr]
-        if chain <= sum(thr):
-            costs = t_mc  # throughput-bound: each instruction costs exactly its throughput
-        else:  # chain-bound: the chain's length, shared in proportion to throughput
-            total_mc, sum_t = _mc(chain), sum(t_mc) or 1
-            costs, acc = [], 0
-            for i, t in enumerate(t_mc):
-                share = total_mc - acc if i == len(t_mc) - 1 else total_mc * t // sum_t
-                costs.append(share)
-                acc += share
+        # Resource pools: each instruction's cycles in each; a Jcc fused into the ALU op
+        # before it is no macro-op of its own.
+        totals: dict[str, float] = {}
+        weights, macro_ops = [], 0
+        for i, f in enumerate(facts):
+            fused = f.d.kind == K_COND and i > 0 and facts[i - 1].fuses_with_jcc
+            own = [(pool, t) for pool, t in f.pools if not (fused and pool == "alu")]
+            if not fused:
+                own.append(("dispatch", 1 / self.p.dispatch_width))
+                macro_ops += 1
+            for pool, t in own:
+                if pool != "none":
+                    totals[pool] = totals.get(pool, 0.0) + t
+            weights.append(_mc(sum(t for _, t in own)))
+        busiest = max(totals.values(), default=0.0)
+        total_mc, sum_w = _mc(max(busiest, chain)), sum(weights)
+        costs, acc = [], 0
+        for i, w in enumerate(weights):  # each instruction's share, in proportion to its weight
+            share = total_mc - acc if i == len(weights) - 1 else \
+                (total_mc * w // sum_w if sum_w else total_mc // len(weights))
+            costs.append(share)
+            acc += share
         last = facts[-1].d
         rep_mc = 0
         if last.rep is not None:
             rate = self.p.rep_iteration.get(last.rep, 1.0)
             rep_mc = _mc(rate * last.rep_bytes if last.rep in ("movs", "stos") else rate)
-        return costs, last.kind, last.rep is not None, facts[0].d.rep is not None, rep_mc, facts[-1].rel_target
+        fe_mc = _mc(macro_ops / self.p.op_cache_width)
+        return costs, last.kind, last.rep is not None, facts[0].d.rep is not None, rep_mc, facts[-1].rel_target, fe_mc
 
 
 # -- the accounting object ---------------------------------------------------------------------
@@ -463,6 +500,8 @@ class CycleAccounting:
         cp.bp_table_bits, cp.bp_history_bits, cp.btb_bits = p.bp_table_bits, p.bp_history_bits, p.btb_bits
         cp.ras_entries = p.ras_entries
         cp.mispredict, cp.btb_miss = _mc(p.mispredict), _mc(p.btb_miss)
+        cp.taken_jump, cp.taken_call, cp.taken_ret = _mc(p.taken_jump), _mc(p.taken_call), _mc(p.taken_ret)
+        cp.fe_window = _mc(p.frontend_window)
         cp.mode = 64 if mode == 64 else 16
         self._state = self._lib.cm_new(ctypes.byref(cp), _uc_fn("uc_reg_read"), _uc_fn("uc_reg_write"),
                                        _uc_fn("uc_emu_stop"), ctypes.cast(self._decode_cb, ctypes.c_void_p))
@@ -523,17 +562,17 @@ class CycleAccounting:
                 facts.append(f)
                 offs.append(at - address)
             if not size:
-                offs, costs, kind, rep_last, first_rep, rep_mc, target = [], [], K_NONE, 0, 0, 0, 0
+                offs, costs, kind, rep_last, first_rep, rep_mc, target, fe = [], [], K_NONE, 0, 0, 0, 0, 0
             elif not facts:  # bytes capstone cannot decode: one instruction of class `other`
                 offs, costs = [0], [_mc(self.params.classes["other"].throughput)]
-                kind, rep_last, first_rep, rep_mc, target = K_NONE, 0, 0, 0, 0
+                kind, rep_last, first_rep, rep_mc, target, fe = K_NONE, 0, 0, 0, 0, 0
             else:
-                costs, kind, rep_last, first_rep, rep_mc, rel = self._coster.cost(facts)
+                costs, kind, rep_last, first_rep, rep_mc, rel, fe = self._coster.cost(facts)
                 target = address + offs[-1] + rel if rel else 0
             n = len(offs)
             arr = ctypes.c_uint32 * max(n, 1)
             if self._lib.cm_add_block(self._state, address, size, n, arr(*offs), arr(*costs), kind, target & (2**64 - 1),
-                                      int(rep_last), int(first_rep), rep_mc) < 0:
+                                      int(rep_last), int(first_rep), rep_mc, fe) < 0:
                 raise CycleModelError("out of memory for decoded blocks")
             return 0
         except BaseException as exc:  # never let an exception unwind into Unicorn's C frames
@@ -614,7 +653,7 @@ class CycleAccounting:
         c = self._counters()
         out = {"base": c["base_mc"] // 1000, "memory_stall": c["memory_mc"] // 1000,
                "tlb_stall": c["tlb_mc"] // 1000, "branch_stall": c["branch_mc"] // 1000,
-               "fetch_stall": c["fetch_mc"] // 1000}
+               "fetch_stall": c["fetch_mc"] // 1000, "frontend_stall": c["frontend_mc"] // 1000}
         for key in ("l1_misses", "l2_misses", "l3_misses", "l1i_misses", "dtlb_misses", "page_walks",
                     "branch_mispredicts", "btb_misses", "rep_iterations", "loads", "stores", "branches"):
             out[key] = c[key]

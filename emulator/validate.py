@@ -30,6 +30,7 @@ from .toolchain.build import assemble_flat
 CODE, DATA, STACK = 0x7000_0000, 0x7100_0000, 0x6F00_0000
 DATA_SIZE, STACK_SIZE, CODE_SIZE = 72 << 20, 1 << 16, 1 << 16
 LINE = 64
+RNG_STATE = DATA + (70 << 20)  # past the largest pointer chain
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,16 @@ class Case:
     prologue: str = ""
     chain: tuple[int, int] | None = None  # (bytes, stride): a shuffled pointer chain at DATA
     uses_kernel: bool = False
+    epilogue: str = ""
+    seed: int | None = None  # written to RNG_STATE before the case runs
 
 
 def _chase(span: int, stride: int = LINE) -> tuple[int, int]:
     return (span, stride)
 
+
+_XORSHIFT = ("    mov rdx, r8\n    shl rdx, 13\n    xor r8, rdx\n    mov rdx, r8\n    shr rdx, 7\n    xor r8, rdx\n"
+             "    mov rdx, r8\n    shl rdx, 17\n    xor r8, rdx\n")
 
 CASES = [
     Case("alu_dependent", "    add rax, 1\n" * 8, 20000),
@@ -59,9 +65,11 @@ CASES = [
     Case("store_stream", "    mov qword ptr [rsi], rax\n    add rsi, 8\n    and rsi, rdi\n", 20000,
          prologue="    mov rsi, 0x71000000\n    mov rdi, 0x7100FFF8\n"),
     Case("branch_predictable", "    test bl, 1\n    jz .Lskip\n    add rax, 1\n.Lskip:\n    add rdx, 1\n", 20000),
-    Case("branch_random", "    mov rdx, r8\n    shl rdx, 13\n    xor r8, rdx\n    mov rdx, r8\n    shr rdx, 7\n"
-         "    xor r8, rdx\n    mov rdx, r8\n    shl rdx, 17\n    xor r8, rdx\n    test r8b, 1\n    jz .Lskip\n"
-         "    add rax, 1\n.Lskip:\n", 20000, prologue="    mov r8, 0x9E3779B97F4A7C15\n"),
+    # xorshift64; each call goes on where the last one stopped, because a host predictor
+    # learns a 20000-outcome sequence that is repeated call after call
+    Case("branch_random", _XORSHIFT + "    test r8b, 1\n    jz .Lskip\n    add rax, 1\n.Lskip:\n", 20000,
+         prologue=f"    mov rcx, {RNG_STATE:#x}\n    mov r8, qword ptr [rcx]\n",
+         epilogue=f"    mov rcx, {RNG_STATE:#x}\n    mov qword ptr [rcx], r8\n", seed=0x9E3779B97F4A7C15),
     Case("call_ret", "    call leaf\n", 20000),
     Case("lock_add", "    lock add qword ptr [rsi], 1\n", 20000, prologue="    mov rsi, 0x71000000\n"),
     Case("xchg_memory", "    xchg qword ptr [rsi], rax\n", 20000, prologue="    mov rsi, 0x71000000\n"),
@@ -81,6 +89,35 @@ CASES = [
          uses_kernel=True),
     Case("linked_list_first_fit_walk", "    lea rdi, [rip + LL]\n    mov esi, 48\n    mov edx, 8\n    call LL_ALLOC\n", 300,
          prologue="    call fragment\n", uses_kernel=True),
+]
+
+
+
+def _at_line_offset(name: str, offset: int) -> str:
+    """A prologue that puts the loop `offset` bytes into a 64-byte line (jumping over the padding)."""
+    return f"    jmp .Lalign_{name}\n    .align 64\n.Lalign_{name}:\n" + "    nop\n" * offset
+
+
+def _copy(n: int, kind: str = "movsb") -> str:
+    source = "    mov rsi, 0x71000000\n" if kind == "movsb" else ""
+    return source + f"    mov rdi, 0x71008000\n    mov ecx, {n}\n    rep {kind}\n"
+
+
+# Calibration probes (`aeth-emu validate --probes`): the host measurements behind the figures
+# that cycle_model.toml marks as measured. They are not validation cases; none is the same code.
+_THREE_ADDS = "    add rax, 1\n    add rdx, 1\n    add rsi, 1\n"  # 12 bytes; with dec/jnz 17
+PROBES = [
+    Case("probe_jmp_taken", "    jmp .Lskip\n.Lskip:\n", 20000),
+    Case("probe_call_jmp_back", "    lea rcx, [rip + .Lskip]\n    call leaf_jmp_back\n.Lskip:\n", 20000),
+    Case("probe_call_nested", "    call leaf_call\n", 20000),
+    Case("probe_adds_in_line", _THREE_ADDS, 20000, prologue=_at_line_offset("adds_in", 47)),
+    Case("probe_adds_across_lines", _THREE_ADDS, 20000, prologue=_at_line_offset("adds_across", 48)),
+    Case("probe_nops_in_line", "    nop\n" * 6, 20000, prologue=_at_line_offset("nops_in", 53)),
+    Case("probe_nops_across_lines", "    nop\n" * 6, 20000, prologue=_at_line_offset("nops_across", 54)),
+    *[Case(f"probe_rep_movsb_{n >> 10}k", _copy(n), 2000) for n in (1024, 2048, 8192, 16384)],
+    *[Case(f"probe_rep_stosb_{n >> 10}k", _copy(n, "stosb"), 2000) for n in (1024, 16384)],
+    Case("probe_tlb_l2_hit", "    mov rsi, qword ptr [rsi]\n" * 4, 5000, chain=(128 * 4160, 4160)),
+    Case("probe_tlb_walk", "    mov rsi, qword ptr [rsi]\n" * 4, 5000, chain=(4096 * 4160, 4160)),
 ]
 
 KERNEL_SYMBOLS = {
@@ -136,8 +173,9 @@ def case_source(cases: list[Case], kernel: dict[str, int]) -> str:
             lines += ["    mov rsi, 0x71000000", "    mov rsi, qword ptr [rsi]"]
         lines += [case.prologue.rstrip("\n"), ".Lloop_" + case.name + ":"]
         lines += [b.replace(".Lskip", f".Lskip_{case.name}") for b in case.body.rstrip("\n").split("\n")]
-        lines += ["    dec rbx", f"    jnz .Lloop_{case.name}", "    pop rbx", "    ret"]
-    lines += ["leaf:", "    ret", FRAGMENT, "return_here:", "    hlt"]
+        lines += ["    dec rbx", f"    jnz .Lloop_{case.name}", case.epilogue.rstrip("\n"), "    pop rbx", "    ret"]
+    lines += ["leaf:", "    ret", "leaf_jmp_back:", "    add rsp, 8", "    jmp rcx", "leaf_call:", "    call leaf",
+              "    ret", FRAGMENT, "return_here:", "    hlt"]
     return "\n".join(line for line in lines if line)
 
 
@@ -264,26 +302,46 @@ def mape(errors: list[float]) -> float:
     return 100 * sum(abs(e) for e in errors) / len(errors)
 
 
-def validate(image_path: str | Path = "images/kernel.elf") -> dict:
+def _measure(image_path: str | Path, cases: list[Case]) -> tuple[float, list[tuple[Case, float, int]], dict[str, int]]:
+    """(TSC ticks per core cycle, [(case, native core cycles, model cycles)], kernel addresses)."""
     image = load_image(image_path, 4096 << 20)
     kernel = kernel_addresses(image)
-    flat = assemble_flat([("validate.s", case_source(CASES, kernel))], CODE, CODE_SIZE, default_mode=64)
+    calibration = CASES[0]  # alu_dependent: one cycle per dependent add
+    everything = cases if calibration in cases else [calibration, *cases]
+    flat = assemble_flat([("validate.s", case_source(everything, kernel))], CODE, CODE_SIZE, default_mode=64)
     native = Native(image, flat.data)
     model = Model(image, flat.data, flat.symbols["return_here"])
     rows, ticks_per_cycle = [], None
-    for case in CASES:
+    for case in everything:
         function = flat.symbols[f"case_{case.name}"]
         if case.chain:
             data, first = chain_bytes(*case.chain)
             for target in (native, model):
                 target.write(DATA, first.to_bytes(8, "little") + data[8:])
+        for target in (native, model):
+            if case.seed is not None:
+                target.write(RNG_STATE, case.seed.to_bytes(8, "little"))
         model_cycles = model.cycles(function, case.iterations)
         ticks = native.ticks(function, case.iterations)
-        if case.name == "alu_dependent":
-            ticks_per_cycle = ticks / (8 * case.iterations)  # one cycle per dependent add
+        if case is calibration:
+            ticks_per_cycle = ticks / (8 * case.iterations)
         rows.append((case, ticks, model_cycles))
-    results = [Result(case.name, ticks / ticks_per_cycle, float(cycles), llvm_mca(case, kernel))
-               for case, ticks, cycles in rows]
+    return ticks_per_cycle, [(case, ticks / ticks_per_cycle, cycles) for case, ticks, cycles in rows
+                             if case in cases], kernel
+
+
+def probes(image_path: str | Path = "images/kernel.elf") -> dict:
+    """The calibration probes: native and model cycles per loop iteration."""
+    ticks_per_cycle, rows, _ = _measure(image_path, PROBES)
+    return {"ticks_per_core_cycle": ticks_per_cycle,
+            "probes": [{"probe": case.name, "native_cycles_per_iteration": round(native / case.iterations, 2),
+                        "model_cycles_per_iteration": round(cycles / case.iterations, 2)}
+                       for case, native, cycles in rows]}
+
+
+def validate(image_path: str | Path = "images/kernel.elf") -> dict:
+    ticks_per_cycle, rows, kernel = _measure(image_path, CASES)
+    results = [Result(case.name, native, float(cycles), llvm_mca(case, kernel)) for case, native, cycles in rows]
     with_mca = [r for r in results if r.mca is not None]
     return {
         "ticks_per_core_cycle": ticks_per_cycle,

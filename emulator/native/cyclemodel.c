@@ -43,13 +43,16 @@ typedef struct {
     int64_t dtlb2_hit, page_walk;              /* millicycles */
     int64_t bp_table_bits, bp_history_bits, btb_bits, ras_entries;
     int64_t mispredict, btb_miss;              /* millicycles */
+    int64_t taken_jump, taken_call, taken_ret; /* front-end bubble after a taken transfer, mc */
+    int64_t fe_window;                         /* how far the front end may lag the back end, mc */
     int64_t mode;                              /* 16 or 64 */
 } cm_params;
 
 typedef struct {
     uint64_t addr, target, last_pc;
     uint64_t line0, line1;     /* first and last 64-byte code line */
-    uint64_t base;             /* millicycles of all instructions (L1 hits, predicted branches) */
+    uint64_t base;             /* back-end millicycles of all instructions (L1 hits, predicted branches) */
+    uint64_t fe;               /* front-end millicycles to deliver its macro-ops */
     uint64_t rep_iter;         /* millicycles per further iteration of a trailing rep instruction */
     uint64_t prof_insns, prof_mc;
     uint32_t size, n, pool;    /* pool: index of n offsets and n+1 cost prefixes */
@@ -64,7 +67,7 @@ typedef struct {
 
 enum { C_BASE, C_L1D_MISS, C_L2_MISS, C_L3_MISS, C_L1I_MISS, C_DTLB1_MISS, C_DTLB2_MISS,
        C_MISPREDICT, C_BTB_MISS, C_REP_ITER, C_MEM_MC, C_TLB_MC, C_BRANCH_MC, C_FETCH_MC,
-       C_LOADS, C_STORES, C_BRANCHES, C_NCOUNTERS };
+       C_LOADS, C_STORES, C_BRANCHES, C_FRONTEND_MC, C_NCOUNTERS };
 
 #define HASH_BITS 16
 #define FAST_BITS 12
@@ -87,7 +90,8 @@ typedef struct {
     int32_t fast[1 << FAST_BITS];
     uint16_t *code_count;      /* per hashed 64-byte line: how many live blocks cover it */
 
-    uint64_t insns, mc;        /* retired instructions, millicycles */
+    uint64_t insns, mc;        /* retired instructions, millicycles (the back end's clock) */
+    uint64_t fe, fe_line;      /* the front end's clock; the 64-byte line of its open fetch window */
     uint64_t budget;
     int budget_on, budget_stop, error;
     int cur_cont;              /* the current block is a rep continuation (counted nothing) */
@@ -307,7 +311,18 @@ static inline void predict(cm_state *s, const block_t *pb, uint64_t next) {
         s->ras[s->ras_top] = fall;
         if (s->ras_depth < s->p.ras_entries) s->ras_depth++;
     }
-    if (pen) { s->counters[C_BRANCH_MC] += pen; charge(s, pen); }
+    /* A taken transfer closes the fetch window; calls and returns add a bubble (measured). */
+    if (!(pb->kind == K_COND && next == fall)) {
+        s->fe_line = UINT64_MAX;
+        s->fe += (uint64_t)(pb->kind == K_CALL || pb->kind == K_CALL_IND ? s->p.taken_call
+                            : pb->kind == K_RET ? s->p.taken_ret : s->p.taken_jump);
+    }
+    if (pen) {
+        s->counters[C_BRANCH_MC] += pen;
+        charge(s, pen);
+        if (s->fe < s->mc) s->fe = s->mc; /* a mispredict restarts the front end */
+        s->fe_line = UINT64_MAX;
+    }
 }
 
 /* ---- hooks ------------------------------------------------------------------------------ */
@@ -351,7 +366,20 @@ static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *user) 
     s->mem_at_block = s->counters[C_LOADS] + s->counters[C_STORES];
     s->insns += b->n;
     b->prof_insns += b->n;
-    charge(s, b->base);
+    /* Two clocks: the front end delivers one fetch window per cycle (the macro-ops of one
+     * 64-byte line, up to a taken transfer; op-cache width permitting); the back end executes
+     * the block in `base`, not before it arrives. The front end runs ahead while the back end
+     * is busy, but lags by at most fe_window. */
+    if (s->fe + (uint64_t)s->p.fe_window < s->mc) s->fe = s->mc - (uint64_t)s->p.fe_window;
+    uint64_t windows = (b->line0 != s->fe_line) + (b->line1 - b->line0);
+    s->fe += windows * 1000 > b->fe ? windows * 1000 : b->fe;
+    s->fe_line = b->line1;
+    uint64_t done = s->mc + b->base;
+    if (done < s->fe) {
+        s->counters[C_FRONTEND_MC] += s->fe - done;
+        done = s->fe;
+    }
+    charge(s, done - s->mc);
     if (size && !(b->line0 == b->line1 && b->line0 == s->last_fetch_line)) {
         uint64_t pen = 0;
         for (uint64_t l = b->line0; l <= b->line1; l++) {
@@ -442,7 +470,8 @@ static int hook_mem_invalid(uc_engine *uc, int type, uint64_t addr, int size, in
 void cm_free(cm_state *s);
 
 static void reset_state(cm_state *s) {
-    s->insns = s->mc = 0;
+    s->insns = s->mc = s->fe = 0;
+    s->fe_line = UINT64_MAX;
     s->cur = s->prev = -1;
     s->seq = 1;
     s->fault_seq = s->active_seq = 0;
@@ -501,7 +530,7 @@ void cm_free(cm_state *s) {
 /* offs[n]: offset of each instruction; costs[n]: base millicycles of each. */
 int cm_add_block(cm_state *s, uint64_t addr, uint32_t size, uint32_t n, const uint32_t *offs,
                  const uint32_t *costs, int kind, uint64_t target, int rep_last, int first_rep,
-                 uint64_t rep_iter) {
+                 uint64_t rep_iter, uint64_t fe) {
     if (s->nblocks == s->cap_blocks) {
         int32_t cap = s->cap_blocks ? s->cap_blocks * 2 : 1024;
         block_t *nb = realloc(s->blocks, (size_t)cap * sizeof *nb);
@@ -532,6 +561,7 @@ int cm_add_block(cm_state *s, uint64_t addr, uint32_t size, uint32_t n, const ui
     s->pool[b->pool + 2 * n] = (uint32_t)sum;
     s->npool += 2 * n + 1;
     b->base = sum;
+    b->fe = fe;
     b->last_pc = n ? addr + offs[n - 1] : addr;
     b->line0 = addr >> 6;
     b->line1 = size ? (addr + size - 1) >> 6 : addr >> 6;
@@ -565,6 +595,7 @@ void cm_finish(cm_state *s, uint64_t stop_pc) {
     b->prof_insns -= b->n - (uint32_t)i;
     s->mc -= undone;
     b->prof_mc -= undone;
+    if (s->fe > s->mc) s->fe = s->mc;
     s->cur = -1;
 }
 
@@ -577,7 +608,7 @@ void cm_counters(cm_state *s, uint64_t *out) {
     memcpy(out, s->counters, sizeof s->counters);
     /* base = everything that is not a penalty (not counted per block: it is the hot path) */
     out[C_BASE] = s->mc - s->counters[C_MEM_MC] - s->counters[C_TLB_MC] - s->counters[C_BRANCH_MC] -
-                  s->counters[C_FETCH_MC];
+                  s->counters[C_FETCH_MC] - s->counters[C_FRONTEND_MC];
 }
 int cm_ncounters(void) { return C_NCOUNTERS; }
 int32_t cm_nblocks(cm_state *s) { return s->nblocks; }
