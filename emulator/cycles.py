@@ -44,13 +44,21 @@ fetch is charged, for all its lines, when it starts). It excludes I itself (its 
 comes after the read). `rdtscp` does the same and sets ECX (TSC_AUX) to 0. Successive reads
 are strictly increasing whenever anything costing a cycle ran in between.
 
-Block cost: max(Σ reciprocal throughput, longest loop-carried register dependency — a path
-from a register's value at block entry to its value at block exit, e.g. 4 cycles for
-`mov rax, [rax]` — with the L1D latency on memory reads); an instruction's share is its
-throughput when the block is throughput-bound, else proportional to it. Out-of-order overlap
-between blocks is assumed for everything that is not loop-carried. Caches are LRU, 64-byte lines, indexed by guest virtual address; a miss costs the
-serving level's latency minus the L1D latency. All parameters, with sources, are in
-`cycle_model.toml`.
+Two clocks. The back end: a block takes the time of its busiest resource pool (4 ALUs, 3
+loads, 2 stores, 3 AGUs, 2 branch units, the multiplier, the divider, 6-wide dispatch, and a
+"serial" pool for locked, serialising and microcoded work; each pool's time is the sum of its
+instructions' reciprocal throughputs, a Jcc fused with the ALU op before it being no macro-op of
+its own) or its longest loop-carried register dependency — a path from a register's value at
+block entry to its value at block exit, e.g. 4 cycles for `mov rax, [rax]`, with the L1D latency
+on memory reads — whichever is longer. The front end: one fetch window per cycle, i.e. the
+macro-ops of one 64-byte line up to a taken transfer (at most the op cache's 9); calls and
+returns add a cycle's bubble; a mispredict restarts it behind the back end. A block finishes
+no sooner than the front end delivered it; the front end runs ahead of a busy back end and
+falls behind a stalled one by at most `frontend_window`; the difference is the breakdown's
+`frontend_stall`. An instruction's share of its block's back-end time is proportional to what
+it adds to the pools. Caches are LRU, 64-byte lines, indexed by guest virtual address; a miss
+costs the serving level's latency minus the L1D latency. All parameters, with sources, are in
+`cycle_model.toml`; the figures measured on the host come from `aeth-emu validate --probes`.
 
 Known limits: a stop exactly at the start of the last counted block is read as "it never ran"
 (a precise stop or a fault there) unless the block left a trace (a memory access or an `out`),
@@ -58,7 +66,8 @@ so an asynchronous stop (timeout) right after a memory-free block that jumped to
 undercounts that block; 2 MiB mappings are modelled as 4 KiB pages; caches are indexed by
 virtual address; code rewritten through another virtual alias, or the same bytes run in another
 CPU mode at the same address and size, is not decoded again (`forget_code` does it by hand);
-dependency chains across blocks and memory-carried dependencies are not modelled.
+dependency chains across blocks, memory-carried dependencies (store-to-load forwarding) and
+the overlap of independent cache misses are not modelled.
 """
 
 from __future__ import annotations

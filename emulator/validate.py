@@ -65,8 +65,11 @@ CASES = [
     Case("store_stream", "    mov qword ptr [rsi], rax\n    add rsi, 8\n    and rsi, rdi\n", 20000,
          prologue="    mov rsi, 0x71000000\n    mov rdi, 0x7100FFF8\n"),
     Case("branch_predictable", "    test bl, 1\n    jz .Lskip\n    add rax, 1\n.Lskip:\n    add rdx, 1\n", 20000),
-    # xorshift64; each call goes on where the last one stopped, because a host predictor
-    # learns a 20000-outcome sequence that is repeated call after call
+    # xorshift64 restarted by every call: the host's predictor learns the repeated 20000-outcome
+    # sequence (the model's gshare cannot) ...
+    Case("branch_learnable", _XORSHIFT + "    test r8b, 1\n    jz .Lskip\n    add rax, 1\n.Lskip:\n", 20000,
+         prologue="    mov r8, 0x9E3779B97F4A7C15\n"),
+    # ... so the random case goes on where the last call stopped
     Case("branch_random", _XORSHIFT + "    test r8b, 1\n    jz .Lskip\n    add rax, 1\n.Lskip:\n", 20000,
          prologue=f"    mov rcx, {RNG_STATE:#x}\n    mov r8, qword ptr [rcx]\n",
          epilogue=f"    mov rcx, {RNG_STATE:#x}\n    mov qword ptr [rcx], r8\n", seed=0x9E3779B97F4A7C15),
