@@ -453,6 +453,17 @@ class Machine:
 
     # -- results ----------------------------------------------------------------------------
 
+    def _cycle_breakdown(self) -> dict[str, int]:
+        """Firmware and kernel together, so the cycle parts add up to `cycles`."""
+        total: dict[str, int] = {}
+        parts = [self.firmware_accounting, self.accounting]
+        if parts[0] is parts[1]:  # still in the firmware: one instance so far
+            parts.pop()
+        for acc in parts:
+            for key, value in (acc.breakdown() if acc else {}).items():
+                total[key] = total.get(key, 0) + value
+        return total
+
     def _result(self, wall: float) -> RunResult:
         stop = self._stop or _Stop(StopReason.INTERRUPTED, "stopped before the guest ran")
         if stop.reason is StopReason.EXIT:
@@ -471,7 +482,7 @@ class Machine:
             firmware_instructions=self.firmware_instructions,
             cycles=self.total_cycles,
             firmware_cycles=self.firmware_accounting.cycles if self.firmware_accounting else 0,
-            cycle_breakdown=acc.breakdown() if acc else {},
+            cycle_breakdown=self._cycle_breakdown(),
             serial=bytes(self._serial),
             post_codes=tuple(self.post.codes),
             fault=stop.fault,

@@ -33,4 +33,8 @@ def test_report_fields(tmp_path):
     breakdown = report["cycle_breakdown"]
     assert {"base", "l1_misses", "l2_misses", "l3_misses", "dtlb_misses", "page_walks", "branch_mispredicts"} <= set(breakdown)
     assert breakdown["page_walks"] > 0 and breakdown["l1_misses"] > 0
+    # firmware and kernel together: the cycle parts add up to the run's cycles (each part is
+    # rounded down to whole cycles on its own, twice: once per CPU instance)
+    parts = [value for key, value in breakdown.items() if key == "base" or key.endswith("_stall")]
+    assert len(parts) == 6 and report["cycles"] - 2 * len(parts) <= sum(parts) <= report["cycles"]
     assert "flat profile" in done.stderr and "aetherion::memory::paging::alloc_table" in done.stderr
