@@ -129,13 +129,13 @@ class CycleParams:
     bp_history_bits: int
     btb_bits: int
     ras_entries: int
-    dispatch_width: float = 6.0
-    op_cache_width: float = 9.0
-    frontend_window: float = 32.0
-    taken_jump: float = 1.0
-    taken_call: float = 2.0
-    taken_ret: float = 2.0
-    fusion_first: frozenset[str] = frozenset()
+    dispatch_width: float
+    op_cache_width: float
+    frontend_window: float
+    taken_jump: float        # front-end bubble after a taken jump, call, return
+    taken_call: float
+    taken_ret: float
+    fusion_first: frozenset[str]  # mnemonics a following Jcc fuses with
     classes: dict[str, InsnClass] = field(default_factory=dict)
     rep_iteration: dict[str, float] = field(default_factory=dict)  # movs/stos per byte, others per element
 
@@ -255,6 +255,7 @@ class _Decoded:
     rep: str | None = None   # string kind of a rep-prefixed string instruction
     rep_bytes: int = 1
     reads_mem: bool = False
+    writes_mem: bool = False
 
 
 def _classify(insn) -> _Decoded:
@@ -268,7 +269,7 @@ def _classify(insn) -> _Decoded:
     writes_mem = touches_mem and any(o.access & 2 for o in mem_ops)
     reg_names = {insn.reg_name(o.reg) for o in ops if o.type == cx.X86_OP_REG}
     groups = set(insn.groups)
-    d = _Decoded("other", reads_mem=reads_mem or m.startswith(("pop", "ret")))
+    d = _Decoded("other", reads_mem=reads_mem or m.startswith(("pop", "ret")), writes_mem=writes_mem)
 
     if cx.X86_GRP_JUMP in groups and m != "ljmp":
         imm = ops and ops[0].type == cx.X86_OP_IMM
@@ -378,8 +379,7 @@ class _BlockCoster:
         d = _classify(insn)
         c = classes.get(d.cls, classes["other"])
         pools: dict[str, float] = {c.pool: c.throughput}
-        writes_mem = d.cls == "call" or any(o.type == cx.X86_OP_MEM and o.access & 2 for o in insn.operands) \
-            and insn.mnemonic not in ("lea", "nop")
+        writes_mem = d.writes_mem or d.cls == "call"  # a call pushes its return address
         if c.pool not in _MEMORY_POOLS:  # a memory operand adds its load and/or store
             if d.reads_mem:
                 pools["load"] = pools.get("load", 0.0) + classes["load"].throughput

@@ -299,25 +299,26 @@ class Machine:
         """The firmware's register state at the kernel's PVH entry (None if it never got there)."""
         return None if self._handoff is None else dict(self._handoff)
 
+    def _accountings(self) -> list[tuple[CycleAccounting, bool]]:
+        """(accounting, is the firmware's) of each CPU instance so far: one until the hand-over."""
+        parts = []
+        if self.firmware_accounting is not None:
+            parts.append((self.firmware_accounting, True))
+        if self.accounting is not None and self.accounting is not self.firmware_accounting:
+            parts.append((self.accounting, False))
+        return parts
+
     @property
     def total_cycles(self) -> int:
-        if self.accounting is None:
-            return 0
-        if self.accounting is not self.firmware_accounting and self.firmware_accounting is not None:
-            return self.firmware_accounting.cycles + self.accounting.cycles
-        return self.accounting.cycles
+        return sum(accounting.cycles for accounting, _ in self._accountings())
 
     def profile(self) -> list[tuple[str, int, int]]:
         """Flat profile: (function, instructions, cycles), most cycles first; firmware included."""
         totals: dict[str, list[int]] = {}
-        for accounting, where in ((self.firmware_accounting, "firmware"), (self.accounting, None)):
-            if accounting is None or (where is None and accounting is self.firmware_accounting):
-                continue
+        for accounting, firmware in self._accountings():
             for address, (insns, cycles) in accounting.profile().items():
-                found = self.image.symbols.lookup(address) if where is None else None
-                name = found[0].name if found else (f"(firmware 0x{address:x})" if where else f"0x{address:x}")
-                if where:
-                    name = "(firmware)"
+                found = None if firmware else self.image.symbols.lookup(address)
+                name = "(firmware)" if firmware else found[0].name if found else f"0x{address:x}"
                 row = totals.setdefault(name, [0, 0])
                 row[0] += insns
                 row[1] += cycles
@@ -456,11 +457,8 @@ class Machine:
     def _cycle_breakdown(self) -> dict[str, int]:
         """Firmware and kernel together, so the cycle parts add up to `cycles`."""
         total: dict[str, int] = {}
-        parts = [self.firmware_accounting, self.accounting]
-        if parts[0] is parts[1]:  # still in the firmware: one instance so far
-            parts.pop()
-        for acc in parts:
-            for key, value in (acc.breakdown() if acc else {}).items():
+        for accounting, _ in self._accountings():
+            for key, value in accounting.breakdown().items():
                 total[key] = total.get(key, 0) + value
         return total
 

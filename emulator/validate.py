@@ -119,8 +119,8 @@ PROBES = [
     Case("probe_nops_across_lines", "    nop\n" * 6, 20000, prologue=_at_line_offset("nops_across", 54)),
     *[Case(f"probe_rep_movsb_{n >> 10}k", _copy(n), 2000) for n in (1024, 2048, 8192, 16384)],
     *[Case(f"probe_rep_stosb_{n >> 10}k", _copy(n, "stosb"), 2000) for n in (1024, 16384)],
-    Case("probe_tlb_l2_hit", "    mov rsi, qword ptr [rsi]\n" * 4, 5000, chain=(128 * 4160, 4160)),
-    Case("probe_tlb_walk", "    mov rsi, qword ptr [rsi]\n" * 4, 5000, chain=(4096 * 4160, 4160)),
+    Case("probe_tlb_l2_hit", "    mov rsi, qword ptr [rsi]\n" * 4, 5000, chain=_chase(128 * 4160, 4160)),
+    Case("probe_tlb_walk", "    mov rsi, qword ptr [rsi]\n" * 4, 5000, chain=_chase(4096 * 4160, 4160)),
 ]
 
 KERNEL_SYMBOLS = {
