@@ -1,15 +1,19 @@
-"""Builds the native cycle model (emulator/native) with the package; metadata is in pyproject.toml."""
+"""Builds the native parts with the package; metadata is in pyproject.toml.
+
+emulator.cycles._cyclemodel: the cycle model's Unicorn hooks (loaded with ctypes).
+emulator.calibrate._hostrun: the native runner `aeth-emu validate` times host code with.
+"""
 
 from setuptools import Extension, setup
 
 setup(
     ext_modules=[
         Extension(
-            "emulator._cyclemodel",
-            sources=["emulator/native/cyclemodel.c"],
+            "emulator.cycles._cyclemodel",
+            sources=["emulator/cycles/native/cyclemodel.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
         ),
-        Extension("emulator._hostrun", sources=["emulator/native/hostrun.c"], extra_compile_args=["-O2", "-Wall"]),
+        Extension("emulator.calibrate._hostrun", sources=["emulator/calibrate/native/hostrun.c"],
+                  extra_compile_args=["-O2", "-Wall"]),
     ],
-    package_data={"emulator": ["cycle_model.toml"]},
 )

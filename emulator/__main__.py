@@ -1,3 +1,3 @@
-from .cli import entry
+from emulator.cli.main import entry
 
 entry()

@@ -12,46 +12,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checker import HeapChecker, Violation
-from .eventheap import EventHeap, LiveBlock
-from .events import FREE_LIST_KEEP, AllocEvent, HeapState
-from .guestheap import GuestHeap, GuestHeapState
-from .machine import BootConfig, Machine, RunResult, StopReason
-from .session import DEFAULT_FIRMWARE, prepare
-from .symbols import SymbolTable
-from .tracefile import TraceWriter
-from .tracer import AllocationTracer
-
-
-@dataclass(frozen=True)
-class HeapViews:
-    """The heap at the end of the run, three ways (issue: views must agree)."""
-
-    events: EventHeap  # (a) from the allocation events, any kernel
-    guest: GuestHeapState | None  # (b) from the guest's own allocator structures, our kernel
-    kernel_stats: tuple[int, int, int] | None  # (c) the kernel's own heap_stats(): (heap_size, used, free)
-
-    def stats(self) -> GuestHeapState | None:
-        return self.guest
-
-    def blocks(self) -> list[LiveBlock]:
-        return self.events.blocks()
-
-    def free_list(self) -> list[tuple[int, int]]:
-        return [] if self.guest is None else list(self.guest.free_list)
-
-    @property
-    def peak_used(self) -> int:
-        return self.events.peak_live_bytes
-
-    def leaks(self) -> list[LiveBlock]:
-        return self.events.blocks()
-
-    @property
-    def views_agree(self) -> bool | None:
-        if self.guest is None or self.kernel_stats is None:
-            return None
-        return (self.guest.heap_size, self.guest.used, self.guest.free) == self.kernel_stats
+from emulator.guestmem.virtual import VirtualMemory
+from emulator.heap.checker import HeapChecker, Violation
+from emulator.heap.event_view import EventHeap
+from emulator.heap.guest_view import GuestHeap
+from emulator.heap.kernel_view import kernel_heap_stats
+from emulator.heap.views import HeapViews
+from emulator.image.symbols import SymbolTable
+from emulator.machine.board import Machine
+from emulator.machine.records import BootConfig, RunResult, StopReason
+from emulator.machine.session import prepare
+from emulator.trace.events import FREE_LIST_KEEP, AllocEvent, HeapState
+from emulator.trace.format import TraceWriter
+from emulator.trace.tracer import AllocationTracer
 
 
 @dataclass(frozen=True)
@@ -79,11 +52,13 @@ class BootRun:
         return self.machine.image.symbols
 
     @property
-    def memory(self):
+    def memory(self) -> VirtualMemory:
         """Guest virtual memory as the run left it: `run.memory.read(va, n)`."""
         return self.machine.virtual()
 
     def call(self, function: str | int, *args: int) -> int:
+        """Run a guest function (by symbol or address, System V ABI) on the booted machine; returns rax.
+        Raises GuestCallError when it cannot (see `emulator.errors`)."""
         return self.machine.call(function, *args)
 
 
@@ -95,7 +70,7 @@ class TracedBoot:
         image: str | Path,
         config: BootConfig = BootConfig(),
         *,
-        firmware: str | Path = DEFAULT_FIRMWARE,
+        firmware: str | Path | None = None,
         trace_path: str | Path | None = None,
         check: bool = True,
         backtrace_depth: int = 8,
@@ -109,7 +84,8 @@ class TracedBoot:
                                kernel_instruments=(self._attach,))
         symbols = self.machine.image.symbols
         self.guest_heap = GuestHeap.find(symbols)
-        self.checker = HeapChecker(self.heap, self.guest_heap.heap_range(self.machine.memory) if self.guest_heap else None) if check else None
+        heap_range = self.guest_heap.heap_range() if self.guest_heap else None
+        self.checker = HeapChecker(self.heap, heap_range) if check else None
         self.tracer = AllocationTracer(symbols, self._counters, self._memory_now, self._record, backtrace_depth)
         self.writer = None
         if trace_path is not None:
@@ -162,12 +138,13 @@ class TracedBoot:
             result = self.machine.run()
         finally:
             self.tracer.finish()
+        symbols = self.machine.image.symbols
         guest = self.guest_heap.read(self.machine.virtual()) if self.guest_heap and self.machine.uc else None
-        kernel_stats = self.guest_heap.kernel_stats(self.machine) if self.guest_heap and result.stop_reason is StopReason.EXIT else None
+        kernel_stats = kernel_heap_stats(self.machine, symbols) if self.guest_heap and result.stop_reason is StopReason.EXIT else None
         views = HeapViews(self.heap, guest, kernel_stats)
         if self.checker is not None and views.views_agree is False and self.events:
             self.checker.guest_problem(self.events[-1], f"guest structures say {(guest.heap_size, guest.used, guest.free)}, "
-                                       f"heap_stats() says {kernel_stats}", kind="views-disagree")
+                                       f"heap_stats() says {tuple(kernel_stats)}", kind="views-disagree")
         if self.writer is not None:
             self._flush_violations()
             self.writer.close({"stop_reason": result.stop_reason.value, "exit_code": result.exit_code,
@@ -178,7 +155,7 @@ class TracedBoot:
 
 
 def boot(
-    image: str | Path = "images/kernel.elf",
+    image: str | Path,
     cmdline: str | None = "",
     *,
     memory_mib: int = 128,
@@ -187,7 +164,7 @@ def boot(
     trace_path: str | Path | None = None,
     check: bool = True,
     backtrace_depth: int = 8,
-    firmware: str | Path = DEFAULT_FIRMWARE,
+    firmware: str | Path | None = None,
 ) -> BootRun:
     """Boot `image` with allocation tracing and return the finished run."""
     config = BootConfig(cmdline=cmdline, memory_mib=memory_mib, max_insns=max_insns, timeout=timeout)

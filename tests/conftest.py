@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests' own helpers: guest, elfcraft, qemu
-
-KERNEL = ROOT / "images" / "kernel.elf"
-FIRMWARE = ROOT / "images" / "firmware.bin"
+from tests.support.paths import FIRMWARE, KERNEL
 
 
 @pytest.fixture(scope="session")
 def kernel() -> Path:
+    """The committed kernel image."""
     return KERNEL
+
+
+@pytest.fixture(scope="session")
+def firmware() -> Path:
+    """The committed BIOS ROM."""
+    return FIRMWARE
 
 
 @pytest.fixture(scope="session")

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import os
 
-from allocator_model import BumpModel, LinkedListModel, realloc
+from tests.support.allocator_model import BumpModel, LinkedListModel, realloc
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from emulator.guestheap import GuestHeap
-from emulator.machine import BootConfig
-from emulator.session import prepare
+from emulator.heap.guest_view import GuestHeap
+from emulator.machine.records import BootConfig
+from emulator.machine.session import prepare
 
 FUZZ = os.environ.get("AETH_FUZZ") == "1"
 DATABASE = DirectoryBasedExampleDatabase(os.path.join(os.path.dirname(__file__), "fuzz-db"))
@@ -54,8 +54,8 @@ class AllocatorMachine(RuleBasedStateMachine):
     def _write_pattern(self, ptr: int, size: int) -> int:
         self.fill = (self.fill % 251) + 1
         vm = self.machine.virtual()
-        vm.memory.write(vm.translate(ptr), bytes([self.fill]))
-        vm.memory.write(vm.translate(ptr + size - 1), bytes([self.fill]))
+        self.machine.memory.write(vm.translate(ptr), bytes([self.fill]))
+        self.machine.memory.write(vm.translate(ptr + size - 1), bytes([self.fill]))
         return self.fill
 
     def _check_pattern(self, ptr: int, size: int, fill: int) -> None:

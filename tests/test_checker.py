@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from emulator.checker import HeapChecker
-from emulator.eventheap import EventHeap
-from emulator.events import AllocEvent
+from emulator.heap.checker import HeapChecker
+from emulator.heap.event_view import EventHeap
+from emulator.trace.events import AllocEvent
 
 HEAP = (0x1000, 0x2000)
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from elfcraft import Elf
+from tests.support.elfcraft import Elf
 
 from emulator import __version__
 

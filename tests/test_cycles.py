@@ -1,4 +1,4 @@
-"""The native instruction counter and cycle model (emulator/cycles.py) on synthetic code."""
+"""The native instruction counter and cycle model (emulator/cycles/) on synthetic code."""
 
 from __future__ import annotations
 
@@ -9,51 +9,10 @@ from keystone import KS_ARCH_X86, KS_MODE_16, KS_MODE_64, Ks
 from unicorn import UC_ARCH_X86, UC_MODE_16, UC_MODE_64, Uc, UcError
 from unicorn import x86_const as x
 
-from emulator.cycles import CycleAccounting, load_params
+from emulator.cycles.accounting import CycleAccounting
+from emulator.cycles.params import load_params
 
-CODE = 0x1000
-DATA = 0x100000
-RAM = 0x800000
-P = load_params()
-
-
-def asm(src: str, address: int = CODE, mode: int = KS_MODE_64) -> bytes:
-    return bytes(Ks(KS_ARCH_X86, mode).asm(src, address)[0])
-
-
-class Run:
-    """A fresh 64-bit CPU with RAM at 0, `src` at CODE, and cycle accounting attached."""
-
-    def __init__(self, src: str, *, budget: int | None = None, until: int | None = None, count: int = 0,
-                 setup=None) -> None:
-        self.code = asm(src)
-        uc = self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
-        uc.mem_map(0, RAM)
-        uc.mem_write(CODE, self.code)
-        uc.reg_write(x.UC_X86_REG_RSP, 0x80000)
-        if setup:
-            setup(uc)
-        self.acc = CycleAccounting(uc)
-        self.acc.attach()
-        self.acc.set_budget(budget)
-        self.error = None
-        try:
-            uc.emu_start(CODE, until if until is not None else CODE + len(self.code) + 0x100000, count=count)
-        except UcError as exc:
-            self.error = exc
-        self.pc = uc.reg_read(x.UC_X86_REG_RIP)
-        self.acc.finish(self.pc)
-
-    @property
-    def n(self) -> int:
-        return self.acc.instructions
-
-    def reg(self, name: str) -> int:
-        return self.uc.reg_read(getattr(x, f"UC_X86_REG_{name.upper()}"))
-
-
-def mc(cycles: float) -> int:
-    return int(round(cycles * 1000))
+from tests.support.cycle_harness import CODE, DATA, RAM, P, Run, asm, mc
 
 
 # -- exact instruction counts -------------------------------------------------------------------
@@ -126,7 +85,7 @@ def test_real_mode_instance():
     uc = Uc(UC_ARCH_X86, UC_MODE_16)
     uc.mem_map(0, 0x100000)
     uc.mem_write(0x7C00, code)
-    acc = CycleAccounting(uc, mode=16)
+    acc = CycleAccounting(uc)
     acc.attach()
     uc.emu_start(0x7C00, 0x7C00 + len(code) + 100)
     acc.finish(uc.reg_read(x.UC_X86_REG_EIP))

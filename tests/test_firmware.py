@@ -25,11 +25,11 @@ from unicorn import (
     UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_WRITE, UC_MODE_16,
     UC_PROT_EXEC, UC_PROT_READ, Uc,
 )
-from guest import build
+from tests.support.guest import build
 from unicorn import x86_const as x86
 
-from emulator.machine import BootConfig, StopReason
-from emulator.session import prepare
+from emulator.machine.records import BootConfig, StopReason
+from emulator.machine.session import prepare
 from emulator.toolchain.build import FlatImage, build_firmware
 
 ROOT = Path(__file__).resolve().parent.parent

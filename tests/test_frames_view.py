@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from emulator.frames import BITMAP_WORDS, USABLE_AT, USED_AT, mapped_frames, page_table_frames, read_frame_pool
-from emulator.paging import HUGE, NX, PRESENT, WRITABLE, PageTables
+from emulator.errors import GuestMemoryError
+from emulator.guestmem.frames import mapped_frames, page_table_frames, read_frame_pool
+from emulator.layout import FRAME_BITMAP_WORDS as BITMAP_WORDS
+from emulator.layout import FRAME_USABLE_OFFSET as USABLE_AT
+from emulator.layout import FRAME_USED_OFFSET as USED_AT
+from emulator.guestmem.paging import HUGE, NX, PRESENT, WRITABLE, PageTables
+from emulator.layout import HEAP_START
 
 POOL_START, POOL_END = 0x10_0000, 0x210_0000
 FA = 0x0230_0000  # where the synthetic FRAME_ALLOCATOR lives
@@ -22,7 +27,7 @@ def allocator_bytes(used: set[int], usable: set[int], total: int, free: int, poo
 def reader_at(base: int, blob: bytes):
     def read(addr: int, size: int) -> bytes:
         if addr < base or addr + size > base + len(blob):
-            raise ValueError(f"0x{addr:x} outside the fake memory")
+            raise GuestMemoryError(f"0x{addr:x} outside the fake memory")
         return blob[addr - base : addr - base + size]
 
     return read
@@ -53,7 +58,7 @@ def test_reading_past_memory_raises_value_error():
     blob = allocator_bytes(set(), set(), 0, 0)[:-8]  # one word short
     try:
         read_frame_pool(reader_at(FA, blob), FA)
-    except ValueError as err:
+    except GuestMemoryError as err:
         assert "outside" in str(err)
     else:
         raise AssertionError("a truncated FRAME_ALLOCATOR must not be read as valid")
@@ -70,7 +75,7 @@ class Phys:
     def read(self, addr: int, size: int) -> bytes:
         off = addr - self.base
         if off < 0 or off + size > len(self.mem):
-            raise ValueError(f"0x{addr:x} outside RAM")
+            raise GuestMemoryError(f"0x{addr:x} outside RAM")
         return bytes(self.mem[off : off + size])
 
     def frame(self) -> int:
@@ -100,7 +105,7 @@ def test_classify_used_frames_into_tables_and_heap():
     phys = Phys()
     root = phys.frame()
     phys.map(root, 0x20_0000, 0x20_0000, depth=2)  # a 2 MiB identity page: target is not a table
-    heap_va = 0x4444_4444_0000
+    heap_va = HEAP_START
     heap = [phys.frame() for _ in range(4)]
     for i, frame in enumerate(heap):
         phys.map(root, heap_va + i * 0x1000, frame)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from guest import build
+from tests.support.guest import build
 
-from emulator.guestheap import HEAP_START
-from emulator.machine import SERIAL_KEEP, BootConfig, GuestCallError, StopReason
-from emulator.session import boot
+from emulator.layout import HEAP_START
+from emulator.errors import GuestCallError
+from emulator.machine.board import SERIAL_KEEP
+from emulator.machine.records import BootConfig, StopReason
+from emulator.machine.session import run_untraced as boot
 
 
 def run(tmp_path, body, **config):
@@ -30,7 +32,7 @@ def test_execution_from_a_non_executable_page(booted):
     with pytest.raises(GuestCallError) as err:
         run_.call(HEAP_START)  # the heap is RW- NX
     fault = err.value.fault
-    assert fault.exception == "#PF" and "execute of 0x444444440000" in fault.summary
+    assert fault.exception == "#PF" and f"execute of {HEAP_START:#x}" in fault.summary
     assert "not executable (NX=1" in fault.page_walk
 
 

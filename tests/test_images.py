@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import FIRMWARE, KERNEL
+from tests.support.paths import FIRMWARE, KERNEL
 
 from emulator.toolchain.build import main as build_images
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import struct
 
-from conftest import FIRMWARE
+from tests.support.paths import FIRMWARE
 from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INSN, UC_MODE_16, Uc
 from unicorn import x86_const as x86
 
-from emulator.cycles import CycleAccounting
-from emulator.memory import PhysicalMemory
+from emulator.cycles.accounting import CycleAccounting
+from emulator.machine.physmem import PhysicalMemory
 
 ENTRY = 0x0220_0000
 
@@ -45,7 +45,7 @@ def test_firmware_count_matches_a_per_instruction_hook():
     reference.emu_start(0xFFFF0, ENTRY)
 
     counted = firmware_cpu()
-    accounting = CycleAccounting(counted, mode=16)
+    accounting = CycleAccounting(counted)
     accounting.attach()
     counted.emu_start(0xFFFF0, ENTRY)
     accounting.finish(counted.reg_read(x86.UC_X86_REG_EIP))

@@ -8,9 +8,9 @@ import subprocess
 import sys
 import time
 
-from guest import build, fake_allocator
+from tests.support.guest import build, fake_allocator
 
-from emulator.tracefile import read_trace
+from emulator.trace.format import read_trace
 
 FOREVER = fake_allocator(0) + """
 .function main, forever::main

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from emulator.guestheap import HEAP_SIZE, HEAP_START
+from emulator.layout import HEAP_SIZE, HEAP_START
 
 ALLOCATORS = ["linked_list", "bump"]
 
@@ -50,7 +50,7 @@ def test_demo_output(booted, allocator, used):
     run = booted(f"allocator={allocator}")
     assert run.exit_code == 0
     assert run.serial.splitlines()[2:] == [
-        f"heap: {allocator} allocator, 1 MiB at 0x444444440000",
+        f"heap: {allocator} allocator, 1 MiB at {HEAP_START:#x}",
         "vec: [1, 2, 3] len=3",
         'string: "Aetherion OS" == "Aetherion OS": true',
         "box: 42",

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from elfcraft import PF_R, PF_W, Elf, Seg, pvh_note
+from tests.support.elfcraft import PF_R, PF_W, Elf, Seg, pvh_note
 
 from emulator.errors import ImageError
-from emulator.loader import load_image
+from emulator.image.loader import load_image
 
 RAM = 128 << 20
 

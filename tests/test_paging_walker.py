@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.paging import HUGE, NX, PRESENT, USER, WRITABLE, PageTables, Region, WalkFailure
+from emulator.errors import GuestMemoryError
+from emulator.guestmem.paging import HUGE, NX, PRESENT, USER, WRITABLE, PageTables, Region, WalkFailure
+from emulator.layout import HEAP_START
 
 P, W, U = PRESENT, WRITABLE, USER
 PAT = 0x80  # bit 7 of a PT entry is PAT, not a page size
@@ -20,7 +22,7 @@ class FakePhys:
 
     def read(self, addr: int, size: int) -> bytes:
         if addr < 0 or addr + size > len(self.mem):
-            raise ValueError(f"0x{addr:x} outside RAM")
+            raise GuestMemoryError(f"0x{addr:x} outside RAM")
         return bytes(self.mem[addr : addr + size])
 
     def table(self) -> int:
@@ -59,7 +61,7 @@ class FakePhys:
 
 def test_4k_page_translates_with_offset_and_names_each_level():
     mem = FakePhys()
-    va = 0x4444_4444_0000 + 0x123
+    va = HEAP_START + 0x123
     tables = mem.map(va & ~0xFFF, 0x10_6000, 0x1000, P | W | NX)
     t = mem.walker().translate(va)
     assert t.phys == 0x10_6123 and t.page_size == 0x1000
@@ -121,7 +123,7 @@ def test_effective_permissions_combine_all_levels(upper, leaf, perms, user):
 @pytest.mark.parametrize("level", range(4))
 def test_not_present_at_each_level_names_level_index_and_entry(level):
     mem = FakePhys()
-    va = 0x4444_4444_0000
+    va = HEAP_START
     tables = mem.map(va, 0x20_0000, 0x1000, P | W | NX)
     index = (va >> (39 - 9 * level)) & 0x1FF
     value = mem.get(tables[level], index) & ~P  # clear only P, keep the rest for the report
@@ -139,10 +141,10 @@ def test_not_present_at_each_level_names_level_index_and_entry(level):
 
 def test_guard_page_next_to_a_mapped_page_fails_at_pt():
     mem = FakePhys()
-    mem.map(0x4444_4444_0000, 0x10_6000, 0x1000)
-    failure = mem.walker().walk(0x4444_4444_0000 - 1)
+    mem.map(HEAP_START, 0x10_6000, 0x1000)
+    failure = mem.walker().walk(HEAP_START - 1)
     assert (failure.level, failure.index, failure.entry) == ("PT", 63, 0)  # HEAP_START is PT slot 64, not 2 MiB aligned
-    failure = mem.walker().walk(0x4444_4444_1000)
+    failure = mem.walker().walk(HEAP_START + 0x1000)
     assert (failure.level, failure.index, failure.entry) == ("PT", 65, 0)
 
 
@@ -202,9 +204,9 @@ def test_mappings_use_effective_perms_and_sign_extend_the_upper_half():
 
 def test_mappings_skip_not_present_entries_at_every_level():
     mem = FakePhys()
-    tables = mem.map(0x4444_4444_0000, 0x10_0000, 0x1000)
-    mem.map(0x4444_4444_1000, 0x10_1000, 0x1000)
+    tables = mem.map(HEAP_START, 0x10_0000, 0x1000)
+    mem.map(HEAP_START + 0x1000, 0x10_1000, 0x1000)
     mem.set(tables[3], 64, mem.get(tables[3], 64) & ~P)
-    assert mem.walker().mappings() == [Region(0x4444_4444_1000, 0x4444_4444_2000, "rwx", 0x1000)]
+    assert mem.walker().mappings() == [Region(HEAP_START + 0x1000, HEAP_START + 0x2000, "rwx", 0x1000)]
     mem.set(tables[1], 273, 0)
     assert mem.walker().mappings() == []

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import KERNEL
-from qemu import SUCCESS_STATUS, run_qemu
+from tests.support.paths import KERNEL
+from tests.support.qemu import SUCCESS_STATUS, run_qemu
 
 FAILURE_STATUS = (0x11 << 1) | 1
 

@@ -6,8 +6,8 @@ import json
 import subprocess
 import sys
 
-from emulator.machine import BootConfig
-from emulator.session import boot
+from emulator.machine.records import BootConfig
+from emulator.machine.session import run_untraced as boot
 
 
 def test_two_runs_give_identical_counts_and_cycles():

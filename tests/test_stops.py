@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from guest import build
+from tests.support.guest import build
 
-from emulator.machine import BootConfig, StopReason
-from emulator.session import boot
+from emulator.machine.records import BootConfig, StopReason
+from emulator.machine.session import run_untraced as boot
 
 SERIAL_HELLO = """
 .function main, test::main

@@ -9,19 +9,20 @@ import sys
 import pytest
 
 from emulator.errors import UsageError
-from emulator.events import AllocEvent, HeapState
-from emulator.stats import size_bucket, summarize
-from emulator.tracefile import TraceWriter, read_trace
+from emulator.trace.events import AllocEvent, HeapState
+from emulator.report.trace_summary import size_bucket, summarize
+from emulator.trace.format import TraceWriter, read_trace
+from emulator.layout import HEAP_START
 
 EVENTS = [
-    AllocEvent(0, "alloc", 8, 1, result=0x444444440000, returned=True, insn_entry=100, insn_return=140,
+    AllocEvent(0, "alloc", 8, 1, result=HEAP_START, returned=True, insn_entry=100, insn_return=140,
                caller="aetherion::demo::run+0x10", call_site=0x2201010, backtrace=("aetherion::demo::run+0x10", "aetherion::kmain+0x40"),
                heap=HeapState(used=16, free=1048560, free_blocks=1, live_blocks=1, live_bytes=8,
-                              free_list=((0x444444440010, 1048560),))),
-    AllocEvent(1, "realloc", 16, 1, ptr=0x444444440000, old_size=8, result=0x444444440010, returned=True,
+                              free_list=((HEAP_START + 0x10, 1048560),))),
+    AllocEvent(1, "realloc", 16, 1, ptr=HEAP_START, old_size=8, result=HEAP_START + 0x10, returned=True,
                caller="alloc::raw_vec::grow+0x22", call_site=0x2202022),
-    AllocEvent(2, "alloc", 4096, 4096, result=0x444444441000, returned=True, caller="aetherion::demo::run+0x30"),
-    AllocEvent(3, "dealloc", 16, 1, ptr=0x444444440010, returned=True, caller="aetherion::demo::run+0x50"),
+    AllocEvent(2, "alloc", 4096, 4096, result=HEAP_START + 0x1000, returned=True, caller="aetherion::demo::run+0x30"),
+    AllocEvent(3, "dealloc", 16, 1, ptr=HEAP_START + 0x10, returned=True, caller="aetherion::demo::run+0x50"),
     AllocEvent(4, "alloc_error", 1 << 21, 8, returned=False, caller="aetherion::demo::oom+0x8"),
 ]
 
@@ -41,7 +42,7 @@ def test_round_trip_preserves_every_field(tmp_path):
     assert trace.events == tuple(EVENTS)
     assert trace.header["cmdline"] == "test" and trace.end == {"stop_reason": "exit", "exit_code": 0}
     first = json.loads(path.read_text().splitlines()[1])["event"]
-    assert first["result"] == "0x444444440000" and first["heap"]["free_list"] == [["0x444444440010", 1048560]]
+    assert first["result"] == f"{HEAP_START:#x}" and first["heap"]["free_list"] == [[f"{HEAP_START + 0x10:#x}", 1048560]]
 
 
 def test_trace_cut_mid_line_keeps_whole_lines(tmp_path):
@@ -97,8 +98,8 @@ def test_step_scripted_through_pipes(tmp_path):
     # start at 1, n -> 2, c dealloc -> 4, p -> 3, g 1 -> 1, c size>=1000 -> 3
     assert shown == ["1/5", "2/5", "4/5", "3/5", "1/5", "3/5"]
     assert "no later event matches 'nothing-matches'" in out
-    assert "#1 realloc(0x444444440000, old_size=8, align=1, new_size=16) -> 0x444444440010" in out
-    assert "free list: 0x444444440010+1048560" in out
+    assert f"#1 realloc({HEAP_START:#x}, old_size=8, align=1, new_size=16) -> {HEAP_START + 0x10:#x}" in out
+    assert f"free list: {HEAP_START + 0x10:#x}+1048560" in out
     assert "\x1b[" not in out  # plain text when piped
 
 

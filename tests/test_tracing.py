@@ -7,10 +7,11 @@ import subprocess
 import sys
 
 import pytest
-from guest import build, fake_allocator
+from tests.support.guest import build, fake_allocator
 
 from emulator import boot
-from emulator.tracefile import read_trace
+from emulator.trace.format import read_trace
+from emulator.layout import HEAP_START
 
 
 def test_demo_event_sequence_is_rusts(booted):
@@ -40,7 +41,7 @@ def test_demo_event_sequence_is_rusts(booted):
 def test_bump_results_are_where_the_bump_pointer_was(booted):
     run = booted("allocator=bump")
     vec, string, grown, box = run.events[:4]
-    assert vec.result == 0x444444440000
+    assert vec.result == HEAP_START
     assert string.result == vec.result + 16
     assert grown.result == string.result  # the last block grew in place
     assert box.result == grown.result + 18 + 2  # aligned up to 4
@@ -50,7 +51,7 @@ def test_bump_results_are_where_the_bump_pointer_was(booted):
 def test_call_from_the_host_is_traced_and_returns_the_guests_pointer(booted):
     run = boot("images/kernel.elf")
     ptr = run.call("__rust_alloc", 64, 8)
-    assert ptr % 8 == 0 and 0x444444440000 <= ptr < 0x444444540000
+    assert ptr % 8 == 0 and HEAP_START <= ptr < HEAP_START + 0x100000
     stats = run.machine.call_sret("aetherion::allocator::heap_stats", 24)
     assert int.from_bytes(stats[8:16], "little") == 64  # used
 
@@ -76,7 +77,7 @@ def test_step_through_a_real_boot_with_piped_input(tmp_path):
     assert [h.split()[1] for h in headers] == ["1/7", "2/7", "3/7", "5/7"]
     assert "#2 realloc(" in headers[2] and "new_size=18" in headers[2]
     assert "=> alloc::vec::Vec::push_i32" not in done.stdout  # the marked line is the call itself
-    assert "call __rust_realloc" in done.stdout and "heap: 0x444444440000 [" in done.stdout
+    assert "call __rust_realloc" in done.stdout and f"heap: {HEAP_START:#x} [" in done.stdout
 
 
 def seeded(tmp_path, body: str, step: int = 64):

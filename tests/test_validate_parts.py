@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import struct
 
-from conftest import KERNEL
+from tests.support.paths import KERNEL
 
-from emulator.loader import load_image
+from emulator.image.loader import load_image
 from emulator.toolchain.build import assemble_flat
-from emulator.validate import (CASES, CODE, CODE_SIZE, DATA, PROBES, RNG_STATE, case_source, chain_bytes, kendall_tau,
+from emulator.calibrate.validate import (CASES, CODE, CODE_SIZE, DATA, PROBES, RNG_STATE, case_source, chain_bytes, kendall_tau,
                                kernel_addresses, mape)
 
 

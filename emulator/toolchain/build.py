@@ -20,9 +20,8 @@ from .elfwriter import (
     STT_FUNC, STT_NOTYPE, STT_OBJECT, ElfSymbol, Section, Segment, write_elf, xen_note,
 )
 from .rustnames import mangle
+from emulator.layout import KERNEL_BASE, ROM_BASE, ROM_SIZE
 
-KERNEL_BASE = 0x0220_0000
-FIRMWARE_BASE, FIRMWARE_SIZE = 0xF0000, 0x10000
 NOTE_SIZE = len(xen_note(0))
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -166,7 +165,7 @@ def build_kernel(src_dir: Path = ROOT / "kernel_asm") -> KernelImage:
 
 
 def build_firmware(src_dir: Path = ROOT / "firmware") -> FlatImage:
-    return assemble_flat(_read_sources(src_dir), FIRMWARE_BASE, FIRMWARE_SIZE)
+    return assemble_flat(_read_sources(src_dir), ROM_BASE, ROM_SIZE)
 
 
 def main(argv: list[str] | None = None) -> int:

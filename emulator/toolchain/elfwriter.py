@@ -9,8 +9,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-PAGE = 0x1000
-XEN_ELFNOTE_PHYS32_ENTRY = 18
+from emulator.layout import PAGE_SIZE as PAGE
+from emulator.layout import PVH_NOTE_NAME, XEN_ELFNOTE_PHYS32_ENTRY
 SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_NOTE, SHT_NOBITS = 1, 2, 3, 7, 8
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 1, 2, 4
 PT_LOAD, PT_NOTE = 1, 4
@@ -49,7 +49,7 @@ class Segment:
 
 
 def xen_note(entry: int) -> bytes:
-    return struct.pack("<III", 4, 8, XEN_ELFNOTE_PHYS32_ENTRY) + b"Xen\0" + struct.pack("<Q", entry)
+    return struct.pack("<III", 4, 8, XEN_ELFNOTE_PHYS32_ENTRY) + PVH_NOTE_NAME + b"\0" + struct.pack("<Q", entry)
 
 
 class _StringTable:

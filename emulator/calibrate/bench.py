@@ -1,0 +1,163 @@
+"""`aeth-emu bench`: host speed and the kernel's in-guest benchmarks, measured in one run.
+
+Speeds are reported as ratios between configurations measured back to back in the same
+process on the same workload, never as absolute timings to assert on.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keystone import KS_ARCH_X86, KS_MODE_64, Ks
+from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
+from unicorn import x86_const as x86
+
+from emulator.machine.board import Machine
+from emulator.machine.records import BootConfig
+from emulator.machine.session import prepare
+
+CODE_BASE, DATA_BASE = 0x10000, 0x100000
+# A load/add/store loop over 64 KiB (DESIGN.md §6 quotes ≈110 MIPS for plain Unicorn on this).
+LOOP = """
+    mov rcx, {iterations}
+    mov rsi, 0x100000
+loop:
+    mov rax, qword ptr [rsi]
+    add rax, rcx
+    mov qword ptr [rsi], rax
+    add rsi, 8
+    and rsi, 0x10FFF8
+    dec rcx
+    jnz loop
+    hlt
+"""
+LOOP_BODY = 7
+
+
+@dataclass(frozen=True)
+class Speed:
+    name: str
+    instructions: int
+    seconds: float
+
+    @property
+    def mips(self) -> float:
+        return self.instructions / self.seconds / 1e6
+
+
+def _loop_cpu(iterations: int) -> tuple[Uc, int]:
+    code = bytes(Ks(KS_ARCH_X86, KS_MODE_64).asm(LOOP.format(iterations=iterations), CODE_BASE)[0])
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    uc.mem_map(CODE_BASE, 0x1000)
+    uc.mem_map(DATA_BASE, 0x10000)
+    uc.mem_write(CODE_BASE, code)
+    return uc, 2 + LOOP_BODY * iterations + 1
+
+
+def _time(run: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def loop_speeds(iterations: int = 3_000_000) -> list[Speed]:
+    """Plain Unicorn, with exact instruction counting and full cycle accounting, same loop."""
+    from emulator.cycles.accounting import CycleAccounting
+
+    from unicorn import UC_HOOK_CODE
+
+    speeds = []
+    for name in ("plain unicorn", "cycle accounting", "cycle accounting + allocator hooks"):
+        uc, expected = _loop_cpu(iterations)
+        accounting = None
+        if name != "plain unicorn":
+            accounting = CycleAccounting(uc)
+            accounting.attach()
+        if name.endswith("allocator hooks"):
+            # What the tracer installs: code hooks on the allocator entry points only (here five
+            # addresses the loop never reaches), so nothing runs between allocator calls.
+            for address in range(CODE_BASE + 0x800, CODE_BASE + 0x805):
+                uc.hook_add(UC_HOOK_CODE, lambda *a: None, None, address, address)
+        seconds = _time(lambda: uc.emu_start(CODE_BASE, 1 << 63))
+        if accounting is not None:
+            accounting.finish(uc.reg_read(x86.UC_X86_REG_RIP))
+            if accounting.instructions != expected:
+                raise AssertionError(f"counted {accounting.instructions} instructions, the loop has {expected}")
+        speeds.append(Speed(name, expected, seconds))
+    return speeds
+
+
+def boot_speeds(image: Path, cmdline: str, firmware: Path | None = None) -> list[Speed]:
+    """The same boot without and with allocation tracing and checking."""
+    from emulator.api import TracedBoot
+
+    config = BootConfig(cmdline=cmdline)
+    machine: Machine = prepare(image, config, firmware=firmware)
+    plain = machine.run()
+    traced_boot = TracedBoot(image, config, firmware=firmware, check=True)
+    run = traced_boot.run()
+    label = f"boot {cmdline!r}"
+    return [Speed(label, plain.instructions, plain.wall_seconds),
+            Speed(f"{label} traced+checked ({len(run.events)} events)", run.result.instructions,
+                  run.result.wall_seconds)]
+
+
+BENCH_LINE = re.compile(r"^bench (?P<name>\S+) (?P<fields>.*)$")
+
+
+def guest_benchmarks(serial: str) -> list[dict[str, Any]]:
+    """The kernel's `bench NAME key=value ...` lines (cmdline `bench`)."""
+    rows = []
+    for line in serial.splitlines():
+        m = BENCH_LINE.match(line.strip())
+        if m:
+            fields: dict[str, Any] = {"name": m.group("name")}
+            for item in m.group("fields").split():
+                key, _, value = item.partition("=")
+                try:
+                    fields[key] = int(value, 0)
+                except ValueError:
+                    fields[key] = value
+            rows.append(fields)
+    return rows
+
+
+def guest_run(image: Path, firmware: Path | None = None) -> list[dict[str, Any]]:
+    """Boot with `bench` and collect the guest's own rdtsc-timed results."""
+    machine = prepare(image, BootConfig(cmdline="bench"), firmware=firmware)
+    result = machine.run()
+    return guest_benchmarks(result.serial.decode("utf-8", errors="replace"))
+
+
+# The specification's figures (phase 1.3 "Benchmarks"): ns per operation on real hardware.
+SPEC_NS = {"bump_alloc": 100.0, "linked_list_alloc": 1000.0, "linked_list_dealloc": 100.0}
+SPEC_MEMORY = {"memory_bump": "used 100 KB, overhead 0, fragmentation 0 %",
+               "memory_linked_list": "used 100 KB, overhead ~1.6 KB, fragmentation < 2 %"}
+
+
+def report(loop: list[Speed], boots: list[list[Speed]], guest: list[dict[str, Any]], clock_ghz: float) -> dict[str, Any]:
+    """Ratios against the first row of each group: plain Unicorn, and the untraced boot."""
+    rows = []
+    for group in (loop, *boots):
+        base = group[0].mips
+        rows += [{"name": s.name, "instructions": s.instructions, "seconds": s.seconds, "mips": s.mips,
+                  "ratio": s.mips / base} for s in group]
+    table = []
+    for row in guest:
+        name = row["name"]
+        if "ops" in row and "cycles" in row:
+            per_op = row["cycles"] / row["ops"]
+            ns = per_op / clock_ghz
+            table.append({"operation": name, "cycles_per_op": round(per_op, 1), "ns_per_op": round(ns, 1),
+                          "spec": f"{SPEC_NS[name]:g} ns" if name in SPEC_NS else None,
+                          "ratio": round(ns / SPEC_NS[name], 3) if name in SPEC_NS else None})
+        else:
+            table.append({"operation": name, "used": row.get("used"), "overhead": row.get("overhead"),
+                          "fragmentation_percent": row.get("fragmentation_permille", 0) / 10,
+                          "spec": SPEC_MEMORY.get(name)})
+    return {"host": rows, "guest": table, "clock_ghz": clock_ghz}

@@ -1,0 +1,253 @@
+"""The subcommands behind `aeth-emu`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from emulator.api import TracedBoot
+from emulator.cli.output import write_report
+from emulator.cli.signals import StopOnCtrlC
+from emulator.cli.status import StatusLine
+from emulator.cli.stepper import CodeView, Stepper
+from emulator.errors import UsageError
+from emulator.image.bundled import bundled_kernel
+from emulator.image.loader import load_image
+from emulator.machine.records import BootConfig, StopReason
+from emulator.report.memory import page_tables
+from emulator.report.profile import flat_profile
+from emulator.report.run import build_report
+from emulator.report.trace_summary import render, summarize_trace
+from emulator.trace.format import read_trace
+
+
+class _SerialStream:
+    """Serial bytes to stdout as they come; flushed per line so a pipe sees them live."""
+
+    def __init__(self) -> None:
+        self._out = sys.stdout.buffer
+
+    def __call__(self, data: bytes) -> None:
+        self._out.write(data)
+        if b"\n" in data:
+            self._out.flush()
+
+    def close(self) -> None:
+        self._out.flush()
+
+
+def _config(args: argparse.Namespace) -> BootConfig:
+    return BootConfig(
+        cmdline=None if getattr(args, "no_cmdline", False) else args.cmdline,
+        memory_mib=args.memory,
+        max_insns=getattr(args, "max_insns", None),
+        timeout=getattr(args, "timeout", None),
+    )
+
+
+def _finish_run(boot: TracedBoot, stream: _SerialStream):
+    with StatusLine(lambda: boot.machine.total_instructions):
+        run = boot.run()  # a Ctrl-C ends this with stop reason "interrupted"
+    stream.close()
+    result = run.result
+    if result.fault is not None:
+        print(result.fault.render(), file=sys.stderr)
+    for violation in run.violations:
+        print(f"aeth-emu: heap check: {violation.message}", file=sys.stderr)
+    status = "exit" if result.stop_reason is StopReason.EXIT else "stopped"
+    print(f"aeth-emu: {status}: {result.detail}; {result.instructions} instructions, {len(run.events)} allocation "
+          f"events, exit code {result.exit_code}", file=sys.stderr)
+    return run
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    stream = _SerialStream()
+    boot = TracedBoot(args.image, _config(args), firmware=args.firmware, check=args.check, on_serial=stream)
+    with StopOnCtrlC(boot.machine.interrupt):
+        return _boot_outputs(boot, args, stream)
+
+
+def _boot_outputs(boot: TracedBoot, args: argparse.Namespace, stream: _SerialStream) -> int:
+    run = _finish_run(boot, stream)
+    if args.screen:
+        print(run.result.screen, file=sys.stderr)
+    if args.profile:
+        print_profile(boot.machine, run.result)
+    if args.dump_pagetables:
+        tables = page_tables(boot.machine)
+        if tables is None:
+            print("aeth-emu: the guest has paging off: no page tables to dump", file=sys.stderr)
+        else:
+            print(f"cr3 0x{tables.cr3:x}", file=sys.stderr)
+            for region in tables.mappings():
+                print(f"  {region.start:016x}-{region.end:016x} {region.end - region.start:016x} {region.perms} "
+                      f"{region.page_size >> 10} KiB pages", file=sys.stderr)
+    if args.report:
+        write_report(args.report, build_report(run))
+    return run.exit_code
+
+
+def print_profile(machine, result, top: int = 25) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"flat profile: {result.instructions:,} instructions, {result.cycles:,} model cycles")
+    for column in ("function", "instructions", "cycles", "% cycles", "cycles/insn"):
+        table.add_column(column, justify="left" if column == "function" else "right")
+    for name, insns, cycles in flat_profile(machine)[:top]:
+        share = 100 * cycles / result.cycles if result.cycles else 0
+        table.add_row(name, f"{insns:,}", f"{cycles:,}", f"{share:.1f}", f"{cycles / insns:.2f}" if insns else "")
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console.width = 160  # full Rust paths in logs and pipes
+    console.print(table)
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    stream = _SerialStream()
+    boot = TracedBoot(args.image, _config(args), firmware=args.firmware, trace_path=args.output,
+                      check=not args.no_check, backtrace_depth=args.backtrace_depth, on_serial=stream)
+    with StopOnCtrlC(boot.machine.interrupt):
+        run = _finish_run(boot, stream)
+    print(f"aeth-emu: {len(run.events)} events written to {args.output}", file=sys.stderr)
+    return run.exit_code
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    summary = summarize_trace(read_trace(args.trace))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        render(summary, Console())
+    return 0
+
+
+def _is_trace(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(1) == b"{"
+    except OSError:
+        raise UsageError(f"{path}: no such file") from None
+
+
+def cmd_step(args: argparse.Namespace) -> int:
+    source = Path(args.source)
+    console = Console()
+    if _is_trace(source):
+        trace = read_trace(source)
+        events = list(trace.events)
+        image_path = trace.header.get("image")
+        image = None
+        if image_path and Path(image_path).is_file():
+            candidate = load_image(image_path, 4096 << 20)
+            image = candidate if candidate.sha256 == trace.header.get("image_sha256") else None
+    else:
+        boot = TracedBoot(source, BootConfig(cmdline=args.cmdline, memory_mib=args.memory), firmware=args.firmware)
+        events = list(boot.run().events)
+        image = boot.machine.image
+    code = None
+    if image is not None:
+        code = CodeView([(seg.vaddr, seg.data) for seg in image.segments if "x" in seg.flags], image.symbols)
+    stepper = Stepper(events, console, code)
+    interactive = sys.stdin.isatty()
+    prompt = (lambda: console.print("[dim](n)ext (p)rev (c)ontinue EXPR (g)o N (q)uit[/]", end=" ")) if interactive else None
+    stepper.run((line.rstrip("\n") for line in sys.stdin), prompt)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from emulator.calibrate import bench
+
+    image = Path(args.image) if args.image else bundled_kernel()
+    firmware = Path(args.firmware) if args.firmware else None
+    console = Console(stderr=True)
+    steps = [("MIPS workload", lambda: bench.loop_speeds(args.iterations)),
+             ("boot, plain and traced", lambda: [bench.boot_speeds(image, cmdline, firmware)
+                                                 for cmdline in ("", "test")]),
+             ("in-guest benchmarks", lambda: bench.guest_run(image, firmware))]
+    results = []
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("bench", total=len(steps))
+        for label, step in steps:
+            progress.update(task, description=label)
+            results.append(step())
+            progress.advance(task)
+    loop, boots, guest = results
+    from emulator.cycles.params import load_params
+
+    report = bench.report(loop, boots, guest, load_params().clock_ghz)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    out = Console()
+    table = Table(title="host speed (same run)")
+    for column in ("workload", "instructions", "seconds", "MIPS", "ratio"):
+        table.add_column(column, justify="left" if column == "workload" else "right")
+    for row in report["host"]:
+        table.add_row(row["name"], f"{row['instructions']:,}", f"{row['seconds']:.3f}", f"{row['mips']:.1f}", f"{row['ratio']:.2f}")
+    out.print(table)
+    if report["guest"]:
+        table = Table(title=f"in-guest benchmarks (guest rdtsc = model cycles; ns at {report['clock_ghz']} GHz)")
+        for column in ("operation", "cycles/op", "ns/op", "specification", "ratio"):
+            table.add_column(column, justify="left" if column in ("operation", "specification") else "right")
+        for row in report["guest"]:
+            if "cycles_per_op" in row:
+                table.add_row(row["operation"], str(row["cycles_per_op"]), str(row["ns_per_op"]), row["spec"] or "",
+                              "" if row["ratio"] is None else f"{row['ratio']:.3f}")
+            else:
+                measured = f"used {row['used']}, overhead {row['overhead']}, fragmentation {row['fragmentation_percent']:g} %"
+                table.add_row(row["operation"], "", "", f"{row['spec']} | measured: {measured}", "")
+        out.print(table)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from emulator.calibrate.validate import probes, validate
+
+    try:
+        image = args.image or bundled_kernel()
+        report = probes(image) if args.probes else validate(image)
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    if args.probes:
+        table = Table(title="calibration probes: core cycles per loop iteration")
+        for column in ("probe", "native", "model"):
+            table.add_column(column, justify="left" if column == "probe" else "right")
+        for row in report["probes"]:
+            table.add_row(row["probe"], f"{row['native_cycles_per_iteration']:.2f}",
+                          f"{row['model_cycles_per_iteration']:.2f}")
+        Console().print(table)
+        return 0
+    table = Table(title=f"cycle model vs this CPU (TSC ticks per core cycle {report['ticks_per_core_cycle']:.3f})")
+    for column in ("case", "native", "model", "error %", "llvm-mca", "error %"):
+        table.add_column(column, justify="left" if column == "case" else "right")
+    for row in report["cases"]:
+        mca = row["llvm_mca_cycles"]
+        table.add_row(row["case"], f"{row['native_cycles']:,}", f"{row['model_cycles']:,}", f"{row['model_error_percent']:+.1f}",
+                      "" if mca is None else f"{mca:,}",
+                      "" if mca is None else f"{row['llvm_mca_error_percent']:+.1f}")
+    out = Console()
+    out.print(table)
+    for label, key in (("model, all cases", "model"), ("model, llvm-mca's cases", "model_on_llvm_mca_cases"),
+                       ("llvm-mca (znver3)", "llvm_mca")):
+        summary = report[key]
+        out.print(f"{label}: {summary['cases']} cases, MAPE {summary['mape_percent']} %, Kendall tau {summary['kendall_tau']}")
+    return 0
+
+
+COMMANDS = {"boot": cmd_boot, "trace": cmd_trace, "stats": cmd_stats, "step": cmd_step, "bench": cmd_bench, "validate": cmd_validate}
+
+
+def run_command(args: argparse.Namespace) -> int:
+    return COMMANDS[args.command](args)

@@ -1,0 +1,95 @@
+"""`aeth-emu`'s argument parser: every command, option and default."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+from emulator import __version__
+from emulator.errors import UsageError
+from emulator.layout import DEFAULT_RAM_MIB
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _add_firmware_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--firmware", metavar="ROM", help="BIOS ROM image, 64 KiB (default: the one shipped with aeth-emu)")
+
+
+def _add_boot_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="kernel image: a PVH ELF64 (e.g. images/kernel.elf)")
+    p.add_argument("--cmdline", default="", help="kernel command line (default: empty)")
+    p.add_argument("--no-cmdline", action="store_true", help="boot with no command line at all (cmdline_paddr 0)")
+    p.add_argument("--memory", type=_positive_int, default=DEFAULT_RAM_MIB, metavar="MIB",
+                   help=f"RAM size in MiB (default {DEFAULT_RAM_MIB}, at least 64)")
+    p.add_argument("--max-insns", type=_positive_int, metavar="N", help="stop after N instructions (exit 4)")
+    p.add_argument("--timeout", type=_positive_float, metavar="S", help="stop after S seconds of host time (exit 4)")
+    _add_firmware_option(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="aeth-emu", description="Deterministic x86-64 PC emulator that shows what a kernel's heap allocator does.")
+    parser.add_argument("--version", action="version", version=f"aeth-emu {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    boot = sub.add_parser("boot", help="boot a kernel image; serial output to stdout")
+    _add_boot_options(boot)
+    boot.add_argument("--report", metavar="FILE", help="write a JSON report of the run")
+    boot.add_argument("--screen", action="store_true", help="print the VGA text screen after the run (to stderr)")
+    boot.add_argument("--check", action="store_true", help="check heap invariants at every allocation event")
+    boot.add_argument("--profile", action="store_true", help="print a flat profile: functions by model cycles (to stderr)")
+    boot.add_argument("--dump-pagetables", action="store_true", help="print the guest's page-table mappings after the run (to stderr)")
+
+    trace = sub.add_parser("trace", help="boot and write every allocation event to a JSON Lines trace")
+    _add_boot_options(trace)
+    trace.add_argument("-o", "--output", required=True, metavar="FILE", help="trace file to write (JSON Lines)")
+    trace.add_argument("--no-check", action="store_true", help="do not check heap invariants per event")
+    trace.add_argument("--backtrace-depth", type=_positive_int, default=8, metavar="N", help="frames per event (default 8)")
+
+    stats = sub.add_parser("stats", help="summarize a trace: counts, peak, live at exit, sizes, call sites")
+    stats.add_argument("trace", help="trace file written by 'aeth-emu trace'")
+    stats.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    step = sub.add_parser("step", help="step through a boot's allocations (an image, or a trace file)")
+    step.add_argument("source", help="kernel image to boot, or a trace file (.jsonl)")
+    step.add_argument("--cmdline", default="", help="kernel command line when booting an image")
+    step.add_argument("--memory", type=_positive_int, default=DEFAULT_RAM_MIB, metavar="MIB", help="RAM size in MiB")
+    _add_firmware_option(step)
+
+    bench = sub.add_parser("bench", help="host speed ratios and the kernel's in-guest benchmarks, in one run")
+    bench.add_argument("image", nargs="?", help="kernel image (default: the kernel shipped with aeth-emu)")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
+    _add_firmware_option(bench)
+    bench.add_argument("--iterations", type=_positive_int, default=3_000_000, metavar="N", help="loop iterations for the MIPS workload")
+
+    validate = sub.add_parser("validate", help="compare the cycle model with this host CPU running the same code")
+    validate.add_argument("image", nargs="?",
+                          help="kernel image whose allocators are measured (default: the kernel shipped with aeth-emu)")
+    validate.add_argument("--json", action="store_true", help="print the results as JSON")
+    validate.add_argument("--probes", action="store_true",
+                          help="run the calibration probes behind cycle_model.toml's measured figures instead")
+    return parser

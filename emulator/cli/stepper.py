@@ -1,0 +1,199 @@
+"""Stepping through a boot's allocations, one event per step.
+
+Commands: Enter or `n` next, `p` previous, `c EXPR` continue to the next event matching EXPR,
+`g N` go to event N, `q` quit. EXPR is a kind (`dealloc`), a size (`64`, `size>=1024`), or
+text found in the call site or backtrace (`Vec`). In a terminal the view is drawn with rich;
+with piped input and output it is plain text, so sessions can be scripted.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from emulator.heap.event_view import EventHeap
+from emulator.trace.events import KINDS, AllocEvent
+from emulator.image.symbols import SymbolTable
+
+MAP_CELLS = 64
+_COMPARE = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq, "==": operator.eq}
+
+
+def matcher(expr: str) -> Callable[[AllocEvent], bool]:
+    """Parse a `c EXPR` condition; raises ValueError with a hint when it cannot."""
+    expr = expr.strip()
+    if not expr:
+        raise ValueError("continue needs a condition: a kind, a size (64, size>=1024) or a symbol")
+    m = re.fullmatch(r"size\s*(>=|<=|==|=|>|<)\s*(\d+|0x[0-9a-fA-F]+)", expr)
+    if m:
+        op, value = _COMPARE[m.group(1)], int(m.group(2), 0)
+        return lambda e: op(e.size, value)
+    if re.fullmatch(r"\d+|0x[0-9a-fA-F]+", expr):
+        value = int(expr, 0)
+        return lambda e: e.size == value
+    m = re.fullmatch(r"kind\s*=+\s*(\w+)", expr)
+    kind = m.group(1) if m else expr
+    if kind in KINDS:
+        return lambda e: e.kind == kind
+    return lambda e: expr in e.caller or any(expr in frame for frame in e.backtrace)
+
+
+@dataclass
+class CodeView:
+    """Disassembly around a call site, from the kernel image's loaded segments."""
+
+    segments: list[tuple[int, bytes]]  # (virtual address, bytes)
+    symbols: SymbolTable
+
+    def around(self, address: int, before: int = 3, after: int = 2) -> list[tuple[bool, str]]:
+        for base, data in self.segments:
+            if base <= address < base + len(data):
+                break
+        else:
+            return [(True, f"0x{address:x}: (code not in the image)")]
+        found = self.symbols.lookup(address)
+        start = found[0].address if found and found[0].kind == "func" else max(base, address - 64)
+        cs = Cs(CS_ARCH_X86, CS_MODE_64)
+        insns = list(cs.disasm(data[start - base : address - base + 32], start))
+        index = next((i for i, insn in enumerate(insns) if insn.address == address), None)
+        if index is None:
+            return [(True, f"0x{address:x}: (not an instruction boundary)")]
+        rows = []
+        for insn in insns[max(0, index - before) : index + after + 1]:
+            text = f"{insn.mnemonic} {insn.op_str}".strip()
+            if insn.mnemonic.startswith(("call", "j")) and insn.op_str.startswith("0x"):
+                text = f"{insn.mnemonic} {self.symbols.describe(int(insn.op_str, 16))}"
+            rows.append((insn.address == address, f"{self.symbols.describe(insn.address):<48} {text}"))
+        return rows
+
+
+class Stepper:
+    def __init__(self, events: list[AllocEvent], console: Console, code: CodeView | None = None,
+                 heap_range: tuple[int, int] | None = None) -> None:
+        self.events = events
+        self.console = console
+        self.code = code
+        self.heap_range = heap_range
+        self.position = -1
+        self.plain = not console.is_terminal
+
+    # -- state at a position ---------------------------------------------------------------
+
+    def _heap_at(self, position: int) -> EventHeap:
+        heap = EventHeap()
+        for event in self.events[: position + 1]:
+            heap.apply(event)
+        return heap
+
+    def heap_map(self, heap: EventHeap, event: AllocEvent) -> str:
+        """One row of cells over the heap's touched span: `#` used, `.` free-list, space neither."""
+        free = list(event.heap.free_list)
+        used = [(b.ptr, b.ptr + max(b.size, 1)) for b in heap.blocks()]
+        if not used and not free:
+            return "(heap empty)"
+        # Zoom to the touched part: live blocks, and free blocks up to their start (the last
+        # free block usually runs to the end of the heap and would shrink everything else).
+        low = self.heap_range[0] if self.heap_range else min(a for a, _ in used + free)
+        high = max([b for _, b in used] + [a + min(s, 64) for a, s in free])
+        cell = max(1, -(-(high - low) // MAP_CELLS))
+        cells = [" "] * MAP_CELLS
+        for mark, ranges in ((".", [(a, a + s) for a, s in free]), ("#", [(b.ptr, b.ptr + max(b.size, 1)) for b in heap.blocks()])):
+            for a, b in ranges:
+                for i in range(max(0, (a - low) // cell), min(MAP_CELLS, -(-(b - low) // cell))):
+                    cells[i] = mark
+        return f"0x{low:x} [{''.join(cells)}] 0x{low + cell * MAP_CELLS:x}  ({cell} bytes a cell)"
+
+    # -- drawing ---------------------------------------------------------------------------
+
+    def show(self) -> None:
+        event = self.events[self.position]
+        heap = self._heap_at(self.position)
+        header = f"event {self.position + 1}/{len(self.events)}  {event.describe()}"
+        timing = f"instructions {event.insn_entry}" + (f"..{event.insn_return}" if event.insn_return is not None else "")
+        if event.cycles_entry:
+            timing += f"  cycles {event.cycles_entry}" + (f"..{event.cycles_return}" if event.cycles_return else "")
+        code = self.code.around(event.call_site) if self.code else []
+        stats = event.heap
+        stat_line = (f"live {stats.live_blocks} blocks / {stats.live_bytes} bytes (events)"
+                     + (f"; guest used {stats.used} free {stats.free} in {stats.free_blocks} free blocks"
+                        if stats.used is not None else ""))
+        free_list = ", ".join(f"0x{a:x}+{s}" for a, s in event.heap.free_list[:8]) or "(none)"
+        if len(event.heap.free_list) > 8:
+            free_list += f", … ({stats.free_blocks} in all)"
+        if self.plain:
+            out = [header, f"  {timing}", "  backtrace: " + " <- ".join(event.backtrace)]
+            out += [("  => " if here else "     ") + line for here, line in code]
+            out += [f"  heap: {self.heap_map(heap, event)}", f"  free list: {free_list}", f"  stats: {stat_line}"]
+            self.console.print("\n".join(out), markup=False, highlight=False, soft_wrap=True)
+            return
+        table = Table.grid(padding=(0, 1))
+        table.add_row(Text(timing, style="dim"))
+        table.add_row(Text("backtrace: " + " <- ".join(event.backtrace)))
+        for here, line in code:
+            table.add_row(Text(("=> " if here else "   ") + line, style="bold yellow" if here else ""))
+        table.add_row(Text("heap " + self.heap_map(heap, event), style="cyan"))
+        table.add_row(Text("free list: " + free_list))
+        table.add_row(Text(stat_line, style="green"))
+        self.console.print(Panel(table, title=header, title_align="left"))
+
+    # -- commands --------------------------------------------------------------------------
+
+    def step(self, command: str) -> bool:
+        """Apply one command; returns False to quit."""
+        command = command.strip()
+        word, _, rest = command.partition(" ")
+        if word in ("q", "quit"):
+            return False
+        if not self.events:
+            self.console.print("the trace has no allocation events")
+            return False
+        if word in ("", "n", "next"):
+            return self._go(self.position + 1)
+        if word in ("p", "prev"):
+            return self._go(self.position - 1)
+        if word in ("g", "go"):
+            try:
+                return self._go(int(rest, 0) - 1)
+            except ValueError:
+                self.console.print(f"g needs an event number from 1 to {len(self.events)}")
+                return True
+        if word in ("c", "continue"):
+            try:
+                match = matcher(rest)
+            except ValueError as exc:
+                self.console.print(str(exc))
+                return True
+            for i in range(self.position + 1, len(self.events)):
+                if match(self.events[i]):
+                    return self._go(i)
+            self.console.print(f"no later event matches {rest.strip()!r}")
+            return True
+        self.console.print("commands: Enter/n next, p previous, c EXPR continue, g N go to event N, q quit")
+        return True
+
+    def _go(self, position: int) -> bool:
+        if position >= len(self.events):
+            self.console.print(f"end of trace ({len(self.events)} events)")
+            return True
+        if position < 0:
+            self.console.print("at the first event")
+            position = 0
+        self.position = position
+        self.show()
+        return True
+
+    def run(self, commands: Iterable[str], prompt: Callable[[], None] | None = None) -> None:
+        self.step("n")
+        for command in commands:
+            if not self.step(command):
+                break
+            if prompt:
+                prompt()

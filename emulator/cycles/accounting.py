@@ -1,0 +1,299 @@
+"""Exact retired-instruction counts and a deterministic AMD Zen 4 cycle model for a Unicorn CPU.
+
+Hook design (why it looks like this): Unicorn has no instruction counter, and a Python hook per
+block, instruction or memory access slows it 10–50× (DESIGN.md §6). So every per-block and
+per-access callback is C (`emulator/native/cyclemodel.c`, built by `pip install` as
+`emulator._cyclemodel` and loaded with ctypes), registered directly with libunicorn's
+`uc_hook_add` from the same library the `unicorn` package loaded:
+
+* `UC_HOOK_BLOCK` counts each executed block's instructions, adds its base cost, touches its
+  code lines in the L1I, evaluates the branch that ended the *previous* block (gshare direction,
+  BTB, return stack) against the address actually reached, and enforces the instruction budget.
+* `UC_HOOK_MEM_READ|WRITE` feeds the L1D/L2/L3 caches and the L1/L2 DTLB (virtual pages) and
+  notices writes into lines that hold decoded code (self-modifying code: those blocks are
+  forgotten and decoded again when Unicorn re-translates them).
+* `UC_HOOK_INSN` for `rdtsc`/`rdtscp` (the Python binding refuses these; the C API accepts them)
+  makes guest time the model's cycle count.
+* `UC_HOOK_INTR`, `UC_HOOK_INSN_INVALID` and the invalid-memory hooks only note that the current
+  block stopped early (they never handle anything; the machine's hooks still decide).
+
+Measured with `measure_mips()` on this host (best of 3, one run; 2 shared cores): load/add/
+store loop — plain Unicorn 164–177 MIPS, empty native block+memory hooks 73–76, counting only
+128–132, full accounting 65–66 (37–40 % of plain; Unicorn's memory-hook dispatch alone leaves
+43–44 %); ALU loop — plain ≈2700, empty hooks ≈1680, counting ≈535, full ≈540 (20 %: without
+hooks QEMU chains these six-instruction blocks; the block hook's own work is what costs here).
+
+Python runs only when the block hook meets a block it has not seen (keyed by address and size):
+it decodes the block with capstone, classifies each instruction, computes the block's cost and
+hands it down (`cm_add_block`). Costs are millicycles internally; `cycles` is the integer part.
+
+Counting rules: a block is counted when it starts; `finish(stop_pc)` takes back the
+instructions from `stop_pc` on when execution stopped inside the last block (fault, `hlt`,
+`emu_stop` from a hook). QEMU runs one iteration of a `rep` string instruction per execution of
+a block that starts at it, so such re-executions count no instruction (a `rep` instruction
+counts once, when its first iteration begins) and cost `rep_iteration`. With a budget,
+execution stops at the first block boundary where the count has reached it (the count may pass
+it by less than one block).
+
+Guest time: `rdtsc` at instruction I returns the model's cycle count *at I*, defined as the
+value `cycles` would have if execution stopped at I and `finish(I)` were called (as after a
+fault at I): the integer part of the base costs of every instruction before I plus every
+penalty charged so far, which includes the cache/TLB penalties of the earlier instructions of
+I's block and the branch and instruction-fetch penalties of entering I's block (a block's
+fetch is charged, for all its lines, when it starts). It excludes I itself (its 35-cycle cost
+comes after the read). `rdtscp` does the same and sets ECX (TSC_AUX) to 0. Successive reads
+are strictly increasing whenever anything costing a cycle ran in between.
+
+Two clocks. The back end: a block takes the time of its busiest resource pool (4 ALUs, 3
+loads, 2 stores, 3 AGUs, 2 branch units, the multiplier, the divider, 6-wide dispatch, and a
+"serial" pool for locked, serialising and microcoded work; each pool's time is the sum of its
+instructions' reciprocal throughputs, a Jcc fused with the ALU op before it being no macro-op of
+its own) or its longest loop-carried register dependency — a path from a register's value at
+block entry to its value at block exit, e.g. 4 cycles for `mov rax, [rax]`, with the L1D latency
+on memory reads — whichever is longer. The front end: one fetch window per cycle, i.e. the
+macro-ops of one 64-byte line up to a taken transfer (at most the op cache's 9); calls and
+returns add a cycle's bubble; a mispredict restarts it behind the back end. A block finishes
+no sooner than the front end delivered it; the front end runs ahead of a busy back end and
+falls behind a stalled one by at most `frontend_window`; the difference is the breakdown's
+`frontend_stall`. An instruction's share of its block's back-end time is proportional to what
+it adds to the pools. Caches are LRU, 64-byte lines, indexed by guest virtual address; a miss
+costs the serving level's latency minus the L1D latency. All parameters, with sources, are in
+`cycle_model.toml`; the figures measured on the host come from `aeth-emu validate --probes`.
+
+Known limits: a stop exactly at the start of the last counted block is read as "it never ran"
+(a precise stop or a fault there) unless the block left a trace (a memory access or an `out`),
+so an asynchronous stop (timeout) right after a memory-free block that jumped to its own start
+undercounts that block; 2 MiB mappings are modelled as 4 KiB pages; caches are indexed by
+virtual address; code rewritten through another virtual alias, or the same bytes run in another
+CPU mode at the same address and size, is not decoded again (`forget_code` does it by hand);
+dependency chains across blocks, memory-carried dependencies (store-to-load forwarding) and
+the overlap of independent cache misses are not modelled.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import weakref
+
+from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_MEM_READ, \
+    UC_HOOK_MEM_WRITE, UC_HOOK_MEM_INVALID, UC_PROT_EXEC, Uc, UcError
+from unicorn import x86_const as ux
+from unicorn.unicorn_py3.unicorn import uclib
+
+from emulator.cycles.classify import K_NONE
+from emulator.machine import cpu
+from emulator.cycles.coster import BlockCoster
+from emulator.cycles.native import COUNTERS, DECODE_CB, VMEM_READ, CParams, load_native, uc_function
+from emulator.cycles.params import CycleParams, load_params, millicycles
+from emulator.errors import CycleModelError
+
+# -- the accounting object ---------------------------------------------------------------------
+
+_ENDS_BLOCK = ("j", "call", "ret", "iret", "loop", "int", "hlt", "syscall", "sysret", "ljmp", "lcall")
+
+
+def _tiles_block(insns: list, size: int) -> bool:
+    """(address, size, mnemonic, op_str) tuples: whole instructions, a control transfer only last."""
+    if not insns or sum(i[1] for i in insns) != size:
+        return False
+    return not any(i[2].startswith(_ENDS_BLOCK) for i in insns[:-1])
+
+
+def _release(lib, uc, handles, state) -> None:
+    # Holding `uc` keeps the engine open until its hooks are gone and the state is freed.
+    for h in handles:
+        uclib.uc_hook_del(uc._uch, h)
+    handles.clear()
+    lib.cm_free(state)
+
+
+class CycleAccounting:
+    """Native instruction counting and Zen 4 cycle accounting for one Unicorn x86 instance."""
+
+    def __init__(self, uc: Uc, params: CycleParams | None = None) -> None:
+        self._uc = uc
+        self._mode = mode = cpu.instance_bits(uc)
+        self.params = params or load_params()
+        self._coster = BlockCoster(self.params)
+        self._lib = load_native()
+        self._cs = {bits: Cs(CS_ARCH_X86, m) for bits, m in ((16, CS_MODE_16), (32, CS_MODE_32), (64, CS_MODE_64))}
+        for cs in self._cs.values():
+            cs.detail = True
+        self._decode_cb = DECODE_CB(self._decode)
+        self._decode_error: BaseException | None = None
+        p = self.params
+
+        def sets(size_ways):
+            size, ways = size_ways
+            return size // p.line // ways, ways
+        cp = CParams()
+        cp.l1d_sets, cp.l1d_ways = sets(p.l1d)
+        cp.l1i_sets, cp.l1i_ways = sets(p.l1i)
+        cp.l2_sets, cp.l2_ways = sets(p.l2)
+        cp.l3_sets, cp.l3_ways = sets(p.l3)
+        cp.l2_hit = millicycles(p.l2_latency - p.l1_latency)
+        cp.l3_hit = millicycles(p.l3_latency - p.l1_latency)
+        cp.dram = millicycles(p.dram_latency - p.l1_latency)
+        cp.store_miss_permille = int(round(p.store_miss_fraction * 1000))
+        cp.dtlb1_entries = p.dtlb1_entries
+        cp.dtlb2_sets, cp.dtlb2_ways = p.dtlb2_entries // p.dtlb2_ways, p.dtlb2_ways
+        cp.dtlb2_hit, cp.page_walk = millicycles(p.dtlb2_hit), millicycles(p.page_walk)
+        cp.bp_table_bits, cp.bp_history_bits, cp.btb_bits = p.bp_table_bits, p.bp_history_bits, p.btb_bits
+        cp.ras_entries = p.ras_entries
+        cp.mispredict, cp.btb_miss = millicycles(p.mispredict), millicycles(p.btb_miss)
+        cp.taken_jump, cp.taken_call, cp.taken_ret = millicycles(p.taken_jump), millicycles(p.taken_call), millicycles(p.taken_ret)
+        cp.fe_window = millicycles(p.frontend_window)
+        cp.mode = 64 if mode == 64 else 16
+        self._state = self._lib.cm_new(ctypes.byref(cp), uc_function("uc_reg_read"), uc_function("uc_reg_write"),
+                                       uc_function("uc_emu_stop"), ctypes.cast(self._decode_cb, ctypes.c_void_p))
+        if not self._state:
+            raise CycleModelError("the native cycle model refused its parameters (check cycle_model.toml)")
+        self._handles: list[int] = []
+        self._finalizer = weakref.finalize(self, _release, self._lib, uc, self._handles, self._state)
+
+    # -- hooks --
+
+    def attach(self, memory: bool = True) -> None:
+        """Register the native hooks (memory=False: count instructions and blocks only)."""
+        if self._handles:
+            return
+        lib, st = self._lib, ctypes.c_void_p(self._state)
+        self._add(UC_HOOK_BLOCK, lib.cm_hook_block(), st)
+        if memory:
+            self._add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, lib.cm_hook_mem(), st)
+        self._add(UC_HOOK_INSN, lib.cm_hook_rdtsc(), st, ux.UC_X86_INS_RDTSC)
+        self._add(UC_HOOK_INSN, lib.cm_hook_rdtscp(), st, ux.UC_X86_INS_RDTSCP)
+        self._add(UC_HOOK_INSN, lib.cm_hook_out(), st, ux.UC_X86_INS_OUT)  # never IN: its value would win
+        self._add(UC_HOOK_INTR, lib.cm_hook_intr(), st)
+        self._add(UC_HOOK_INSN_INVALID, lib.cm_hook_invalid(), st)
+        self._add(UC_HOOK_MEM_INVALID, lib.cm_hook_mem_invalid(), st)
+
+    def _add(self, kind: int, fn: int, st, *extra) -> None:
+        handle = ctypes.c_size_t()
+        args = [ctypes.c_int(e) for e in extra]
+        err = uclib.uc_hook_add(self._uc._uch, ctypes.byref(handle), kind, ctypes.c_void_p(fn), st,
+                                ctypes.c_uint64(1), ctypes.c_uint64(0), *args)
+        if err != 0:
+            raise CycleModelError(f"Unicorn refused a native hook (type {kind}): {UcError(err)}")
+        self._handles.append(handle.value)
+
+    def detach(self) -> None:
+        """Remove the native hooks; the counts stay readable."""
+        for h in self._handles:
+            uclib.uc_hook_del(self._uc._uch, h)
+        self._handles.clear()
+
+    def _decode(self, address: int, size: int) -> int:
+        try:
+            code = self._read_code(address, size)
+            bits = self._code_bits()
+            if bits in (16, 32) and self._mode != 64 and size:
+                # Between setting CR0.PE and the far jump, CS keeps real-mode (16-bit) attributes
+                # that no register shows: when the width guessed from the GDT cannot be this
+                # translated block, the block's own shape decides.
+                if not _tiles_block(list(self._cs[bits].disasm_lite(code, address)), size):
+                    if _tiles_block(list(self._cs[48 - bits].disasm_lite(code, address)), size):
+                        bits = 48 - bits
+            cs = self._cs[bits]
+            facts, offs = [], []
+            for at, length, _, _ in cs.disasm_lite(code, address):
+                f = self._coster.facts(cs, bits, code[at - address:at - address + length], at)
+                if f is None:
+                    break
+                facts.append(f)
+                offs.append(at - address)
+            if not size:
+                offs, costs, kind, rep_last, first_rep, rep_mc, target, fe = [], [], K_NONE, 0, 0, 0, 0, 0
+            elif not facts:  # bytes capstone cannot decode: one instruction of class `other`
+                offs, costs = [0], [millicycles(self.params.classes["other"].throughput)]
+                kind, rep_last, first_rep, rep_mc, target, fe = K_NONE, 0, 0, 0, 0, 0
+            else:
+                costs, kind, rep_last, first_rep, rep_mc, rel, fe = self._coster.cost(facts)
+                target = address + offs[-1] + rel if rel else 0
+            n = len(offs)
+            arr = ctypes.c_uint32 * max(n, 1)
+            if self._lib.cm_add_block(self._state, address, size, n, arr(*offs), arr(*costs), kind, target & (2**64 - 1),
+                                      int(rep_last), int(first_rep), rep_mc, fe) < 0:
+                raise CycleModelError("out of memory for decoded blocks")
+            return 0
+        except BaseException as exc:  # never let an exception unwind into Unicorn's C frames
+            self._decode_error = exc
+            return 1
+
+    def _read_code(self, address: int, size: int) -> bytes:
+        buf = ctypes.create_string_buffer(size)
+        if size and VMEM_READ(self._uc._uch, address, UC_PROT_EXEC, buf, size) == 0:
+            return buf.raw
+        return bytes(self._uc.mem_read(address, size))
+
+    def _code_bits(self) -> int:
+        return cpu.code_bits(self._uc, self._read_linear)
+
+    def _read_linear(self, address: int, size: int) -> bytes:
+        buf = ctypes.create_string_buffer(size)
+        if VMEM_READ(self._uc._uch, address, 1, buf, size) == 0:
+            return buf.raw
+        return bytes(self._uc.mem_read(address, size))
+
+    # -- control --
+
+    def set_budget(self, n: int | None) -> None:
+        """Stop emulation at the first block boundary where `n` instructions have retired."""
+        self._lib.cm_set_budget(self._state, 0 if n is None else 1, 0 if n is None else max(n, 0))
+
+    def finish(self, stop_pc: int) -> None:
+        """Call after emu_start returns, with the PC where execution stopped (in real mode,
+        the linear address or IP: IP is converted with CS)."""
+        if self._mode == 16 and stop_pc <= 0xFFFF and not cpu.read(self._uc, "cr0") & cpu.CR0_PE:
+            stop_pc += (cpu.read(self._uc, "cs") & 0xFFFF) << 4
+        self._lib.cm_finish(self._state, stop_pc & (2**64 - 1))
+        self._raise_decode_error()
+
+    def forget_code(self, address: int, size: int) -> None:
+        """The host rewrote guest code at [address, address+size): decode those blocks again."""
+        self._lib.cm_invalidate(self._state, address, address + size)
+
+    def _raise_decode_error(self) -> None:
+        if self._decode_error is not None or self._lib.cm_error(self._state):
+            exc, self._decode_error = self._decode_error, None
+            raise CycleModelError(f"the cycle model could not decode a guest block: {exc}") from exc
+
+    # -- results --
+
+    @property
+    def instructions(self) -> int:
+        return self._lib.cm_instructions(self._state)
+
+    @property
+    def cycles(self) -> int:
+        return self._lib.cm_cycles(self._state)
+
+    def _counters(self) -> dict[str, int]:
+        out = (ctypes.c_uint64 * len(COUNTERS))()
+        self._lib.cm_counters(self._state, out)
+        return dict(zip(COUNTERS, out))
+
+    def breakdown(self) -> dict[str, int]:
+        """Where the cycles went (cycle figures are whole cycles; the rest are event counts)."""
+        c = self._counters()
+        out = {"base": c["base_mc"] // 1000, "memory_stall": c["memory_mc"] // 1000,
+               "tlb_stall": c["tlb_mc"] // 1000, "branch_stall": c["branch_mc"] // 1000,
+               "fetch_stall": c["fetch_mc"] // 1000, "frontend_stall": c["frontend_mc"] // 1000}
+        for key in ("l1_misses", "l2_misses", "l3_misses", "l1i_misses", "dtlb_misses", "page_walks",
+                    "branch_mispredicts", "btb_misses", "rep_iterations", "loads", "stores", "branches"):
+            out[key] = c[key]
+        return out
+
+    def profile(self) -> dict[int, tuple[int, int]]:
+        """Block start address -> (instructions, cycles) spent in blocks starting there."""
+        acc: dict[int, list[int]] = {}
+        row = (ctypes.c_uint64 * 3)()
+        for i in range(self._lib.cm_nblocks(self._state)):
+            self._lib.cm_block_profile(self._state, i, row)
+            if row[1] or row[2]:
+                entry = acc.setdefault(row[0], [0, 0])
+                entry[0] += row[1]
+                entry[1] += row[2]
+        return {addr: (n, mc // 1000) for addr, (n, mc) in sorted(acc.items())}
+

@@ -1,0 +1,372 @@
+"""The Aetherion PC: RAM, ROM, devices and the CPU, from reset to the guest's exit.
+
+The firmware runs in a `UC_MODE_16` Unicorn instance from the reset vector until it jumps to
+the kernel's PVH entry; the kernel then runs in a `UC_MODE_64` instance that shares the same
+RAM (a 64-bit instance cannot be put into real mode, and a 16-bit instance reads 64-bit
+registers as 0, so neither can do the whole boot alone: docs/unicorn-notes.md).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from unicorn import (
+    UC_ARCH_X86,
+    UC_HOOK_INSN,
+    UC_HOOK_INSN_INVALID,
+    UC_HOOK_INTR,
+    UC_HOOK_MEM_FETCH_PROT,
+    UC_HOOK_MEM_UNMAPPED,
+    UC_HOOK_MEM_WRITE_PROT,
+    UC_MODE_16,
+    UC_MODE_64,
+    Uc,
+    UcError,
+)
+from unicorn import x86_const as x86
+
+from emulator.cycles.accounting import CycleAccounting
+from emulator.errors import GuestMemoryError
+from emulator.guestmem.virtual import VirtualMemory
+from emulator.image.loader import KernelImage
+from emulator.layout import (
+    A20_PORT, BOOT_PARAMS, COM1, COM1_PORTS, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DEBUG_EXIT_SUCCESS, POST_PORT,
+    RESET_VECTOR, ROM_BASE,
+)
+from emulator.machine import cpu
+from emulator.machine.bootparams import boot_parameter_block
+from emulator.machine.devices.bus import PortBus
+from emulator.machine.devices.simple import A20Gate, IsaDebugExit, PostPort
+from emulator.machine.devices.uart16550 import Uart16550
+from emulator.machine.devices.vga import screen_text
+from emulator.machine.faults import build_fault_report, exception_name
+from emulator.machine.guestcall import CALL_RETURN, call_function
+from emulator.machine.physmem import PhysicalMemory
+from emulator.machine.records import EXIT_CODES, BootConfig, RunResult, Stop, StopReason
+
+NEVER = 1 << 63  # a non-canonical address: emu_start's `until` that no guest can reach
+SERIAL_KEEP = 4 << 20  # bytes of serial kept for the report; everything is still streamed
+
+
+class Machine:
+    """One boot of one kernel image. Build, `run()` once, then inspect."""
+
+    def __init__(
+        self,
+        image: KernelImage,
+        firmware: bytes,
+        config: BootConfig = BootConfig(),
+        on_serial: Callable[[bytes], None] | None = None,
+        kernel_instruments: tuple[Callable[[Uc], None], ...] = (),
+    ) -> None:
+        self.image = image
+        self.config = config
+        self.memory = PhysicalMemory(config.memory_mib, firmware)
+        self._on_serial = on_serial
+        self._instruments = kernel_instruments  # e.g. the tracer: hooks wanted on the kernel's CPU
+        self._serial = bytearray()
+        self._stop: Stop | None = None
+        self._lock = threading.Lock()
+        self.bus = PortBus()
+        self.uart = Uart16550(COM1, self._serial_out)
+        self.post = PostPort()
+        self.a20 = A20Gate()
+        self.bus.attach(self.uart, COM1, COM1_PORTS)
+        self.bus.attach(IsaDebugExit(self._guest_exit), DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)
+        self.bus.attach(self.post, POST_PORT, 1)
+        self.bus.attach(self.a20, A20_PORT, 1)
+        self.uc: Uc | None = None  # the instance currently running (or last run)
+        self.accounting: CycleAccounting | None = None
+        self.firmware_instructions = 0
+        self.firmware_accounting: CycleAccounting | None = None
+        self._handoff: dict[str, int] | None = None  # firmware registers at the kernel's entry
+        self._handoff_gdtr = None
+        self._exit_pc: int | None = None  # where a write to isa-debug-exit ended the run
+        self.calling = False  # inside a host call of a guest function (guestcall)
+        self._load_kernel()
+        self.memory.write(BOOT_PARAMS, boot_parameter_block(image.entry, self.memory.size, config.cmdline))
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def _load_kernel(self) -> None:
+        for seg in self.image.segments:
+            self.memory.write(seg.paddr, seg.data)  # RAM starts zeroed, so .bss needs nothing
+
+    def _new_cpu(self, mode: int) -> Uc:
+        uc = Uc(UC_ARCH_X86, mode)
+        self.memory.map_into(uc)
+        uc.hook_add(UC_HOOK_INSN, self._port_in, None, 1, 0, x86.UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, self._port_out, None, 1, 0, x86.UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INTR, self._interrupt)
+        uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid_instruction)
+        uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._unmapped_access)
+        uc.hook_add(UC_HOOK_MEM_WRITE_PROT | UC_HOOK_MEM_FETCH_PROT, self._protected_access)
+        return uc
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        started = time.monotonic()
+        timer = None
+        if self.config.timeout is not None:
+            timer = threading.Timer(self.config.timeout, self._request_stop, (StopReason.TIMEOUT,
+                                    f"--timeout of {self.config.timeout:g} s reached"))
+            timer.daemon = True
+            timer.start()
+        try:
+            self._run_firmware()
+            if self._stop is None:
+                self._run_kernel()
+        except KeyboardInterrupt:
+            self._request_stop(StopReason.INTERRUPTED, "interrupted by Ctrl-C")
+        finally:
+            if timer is not None:
+                timer.cancel()
+        return self._result(time.monotonic() - started)
+
+    def _run_firmware(self) -> None:
+        uc = self._new_cpu(UC_MODE_16)
+        self.uc = uc
+        self.accounting = CycleAccounting(uc)
+        self.accounting.attach()
+        if self.config.max_insns is not None:
+            self.accounting.set_budget(self.config.max_insns)
+        cpu.write(uc, "cs", ROM_BASE >> 4)
+        self._emulate(uc, RESET_VECTOR, until=self.image.entry)
+        self.firmware_instructions = self.accounting.instructions
+        self.firmware_accounting = self.accounting
+        if self._stop is not None:
+            return
+        regs = cpu.snapshot_16(uc)
+        if regs["eip"] != self.image.entry or not regs["cr0"] & 1:
+            self._classify_silent_stop(uc, bits=16)
+            return
+        self._handoff = regs
+        self._handoff_gdtr = uc.reg_read(x86.UC_X86_REG_GDTR)
+
+    def _run_kernel(self) -> None:
+        regs = self._handoff
+        uc = self._new_cpu(UC_MODE_64)
+        # The recipe of DESIGN.md §6 that puts a 64-bit instance into 32-bit protected mode.
+        for name, value in (("cr4", 0x20), ("cr0", 0x80000011), ("cr0", 0x11)):
+            cpu.write(uc, name, value)
+        uc.msr_write(cpu.MSR_EFER, 0)
+        cpu.write(uc, "cr4", 0)
+        uc.reg_write(x86.UC_X86_REG_GDTR, self._handoff_gdtr)
+        cpu.write(uc, "cr0", regs["cr0"])
+        for seg in ("cs", "ds", "es", "ss", "fs", "gs"):
+            cpu.write(uc, seg, regs[seg])
+        for name in cpu.GPRS_32:
+            cpu.write(uc, name, regs[name])
+        cpu.write(uc, "eflags", regs["eflags"])
+        self.uc = uc
+        self.accounting = CycleAccounting(uc)
+        self.accounting.attach()
+        for instrument in self._instruments:
+            instrument(uc)
+        if self.config.max_insns is not None:
+            self.accounting.set_budget(max(self.config.max_insns - self.firmware_instructions, 0))
+        self._emulate(uc, self.image.entry, until=NEVER)
+        if self._stop is None:
+            self._classify_silent_stop(uc, bits=64)
+
+    def _emulate(self, uc: Uc, begin: int, until: int) -> None:
+        try:
+            uc.emu_start(begin, until)
+        except UcError as exc:
+            if self._stop is None:
+                self._fault(uc, None, f"Unicorn stopped: {exc}")
+        pc = cpu.pc(uc)
+        if self._stop is not None and self._stop.reason is StopReason.EXIT and self._exit_pc is not None:
+            pc = self._exit_pc  # the rest of the block ran after emu_stop; the guest's run ended here
+        self.accounting.finish(pc)
+        budget = self.config.max_insns
+        if self._stop is None and budget is not None and self.total_instructions >= budget:
+            self._request_stop(StopReason.MAX_INSNS, f"--max-insns {self.config.max_insns} reached")
+
+    def _classify_silent_stop(self, uc: Uc, bits: int) -> None:
+        """emu_start returned by itself: the guest halted, or triple-faulted silently."""
+        pc = cpu.read(uc, "eip" if bits == 16 else "rip")
+        if bits == 16 and not cpu.read(uc, "cr0") & 1:
+            pc += cpu.read(uc, "cs") << 4  # real mode: EIP is an offset into CS
+        flags = cpu.read(uc, "eflags" if bits == 16 else "rflags")
+        before = self._read_code(uc, pc - 1, 1, bits)
+        if before == b"\xf4":
+            state = "with interrupts off" if not flags & cpu.RFLAGS_IF else "and no device can interrupt it"
+            where = "firmware" if bits == 16 else "kernel"
+            self._request_stop(StopReason.HALT, f"the {where} halted {state} at 0x{pc - 1:x}")
+        else:
+            self._fault(uc, 8, "the guest stopped without a reason Unicorn reports: a triple fault")
+
+    def _read_code(self, uc: Uc, address: int, size: int, bits: int) -> bytes:
+        try:
+            if bits == 16:
+                return bytes(uc.mem_read(address, size))
+            return self.virtual(uc).read(address, size)
+        except (UcError, GuestMemoryError):
+            return b""
+
+    @property
+    def total_instructions(self) -> int:
+        if self.accounting is None:
+            return 0
+        if self.uc is not None and cpu.instance_bits(self.uc) == 64:
+            return self.firmware_instructions + self.accounting.instructions
+        return self.accounting.instructions
+
+    @property
+    def handoff_registers(self) -> dict[str, int] | None:
+        """The firmware's register state at the kernel's PVH entry (None if it never got there)."""
+        return None if self._handoff is None else dict(self._handoff)
+
+    def accountings(self) -> list[tuple[CycleAccounting, bool]]:
+        """(accounting, is the firmware's) of each CPU instance so far: one until the hand-over."""
+        parts = []
+        if self.firmware_accounting is not None:
+            parts.append((self.firmware_accounting, True))
+        if self.accounting is not None and self.accounting is not self.firmware_accounting:
+            parts.append((self.accounting, False))
+        return parts
+
+    @property
+    def total_cycles(self) -> int:
+        return sum(accounting.cycles for accounting, _ in self.accountings())
+
+    def virtual(self, uc: Uc | None = None) -> VirtualMemory:
+        """Guest virtual memory as the CPU sees it now (through CR3 when paging is on)."""
+        return VirtualMemory(self.memory.read, cpu.paging_root(uc or self.uc))
+
+    # -- calling guest functions from the host --------------------------------------------
+
+    def call(self, function: str | int, *args: int, max_insns: int = 50_000_000) -> int:
+        """Run a guest function (System V ABI) on the machine as the run left it; returns rax."""
+        return call_function(self, function, args, max_insns=max_insns)[0]
+
+    def call_sret(self, function: str | int, size: int, *args: int) -> bytes:
+        """Call a function that returns a struct larger than 16 bytes; returns the struct's bytes."""
+        return call_function(self, function, args, sret=size)[1]
+
+    @property
+    def exited(self) -> bool:
+        """The kernel ran and ended with a write to isa-debug-exit: the state host calls run on."""
+        return self.uc is not None and cpu.instance_bits(self.uc) == 64 and self._stop is not None \
+            and self._stop.reason is StopReason.EXIT
+
+    def run_nested(self, begin: int, until: int, max_insns: int) -> Stop | None:
+        """Emulate from `begin` to `until` inside a finished run, then put the run's own stop back.
+        Returns why the nested run stopped early (a fault, a limit), or None."""
+        uc = self.uc
+        saved, exit_pc = self._stop, self._exit_pc
+        self._stop, self.calling = None, True
+        try:
+            uc.emu_start(begin, until, count=max_insns)
+        except UcError as exc:
+            if self._stop is None:
+                self._fault(uc, None, f"Unicorn stopped: {exc}")
+        finally:
+            self.calling = False
+        failed, self._stop, self._exit_pc = self._stop, saved, exit_pc
+        return failed
+
+    # -- stops ----------------------------------------------------------------------------
+
+    def _request_stop(self, reason: StopReason, detail: str = "", **info) -> None:
+        with self._lock:
+            if self._stop is not None:
+                return  # the first reason wins; hooks keep firing until the block ends
+            self._stop = Stop(reason, detail, **info)
+        if self.uc is not None:
+            self.uc.emu_stop()
+
+    def interrupt(self) -> None:
+        """Stop the guest from another thread (Ctrl-C); safe to call more than once."""
+        self._request_stop(StopReason.INTERRUPTED, "interrupted by Ctrl-C")
+
+    def _guest_exit(self, value: int) -> None:
+        self._request_stop(StopReason.EXIT, f"guest wrote 0x{value:x} to isa-debug-exit", guest_exit_value=value)
+
+    def _fault(self, uc: Uc, vector: int | None, detail: str, **extra) -> None:
+        if self._stop is not None:
+            return
+        report = build_fault_report(uc, self.memory.read, self.image.symbols, vector, detail, **extra)
+        self._request_stop(StopReason.FAULT, report.summary, fault=report)
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    def _port_in(self, uc: Uc, port: int, size: int, user_data) -> int:
+        if self._stop is not None:
+            return (1 << (8 * size)) - 1
+        return self.bus.read(port, size)
+
+    def _port_out(self, uc: Uc, port: int, size: int, value: int, user_data) -> None:
+        if self._stop is not None:
+            return  # the block runs on after a stop; its output never happened
+        if port == DEBUG_EXIT_PORT:
+            # Unicorn runs the rest of the block after emu_stop: the guest's run ends after this `out`.
+            pc = cpu.pc(uc)
+            opcode = self._read_code(uc, pc, 1, cpu.instance_bits(uc))
+            self._exit_pc = pc + (2 if opcode in (b"\xe6", b"\xe7") else 1)  # `out imm8` or `out dx`
+        self.bus.write(port, size, value)
+
+    def _interrupt(self, uc: Uc, intno: int, user_data) -> None:
+        if self.calling and intno == 14 and cpu.read(uc, "rip") == CALL_RETURN:
+            uc.emu_stop()  # the called function returned to our null return address
+            return
+        self._fault(uc, intno, f"{exception_name(intno)} not handled by the guest")
+
+    def _invalid_instruction(self, uc: Uc, user_data) -> bool:
+        self._fault(uc, 6, "invalid opcode (#UD) not handled by the guest")
+        return False
+
+    def _unmapped_access(self, uc: Uc, access: int, address: int, size: int, value: int, user_data) -> bool:
+        self._fault(uc, None, f"access to physical address 0x{address:x}, which no RAM or device backs",
+                    access=access, address=address)
+        return False
+
+    def _protected_access(self, uc: Uc, access: int, address: int, size: int, value: int, user_data) -> bool:
+        self._fault(uc, None, f"write to the BIOS ROM at 0x{address:x}", access=access, address=address)
+        return False
+
+    def _serial_out(self, data: bytes) -> None:
+        if len(self._serial) < SERIAL_KEEP:
+            self._serial += data
+        if self._on_serial is not None:
+            self._on_serial(data)
+
+    # -- results ----------------------------------------------------------------------------
+
+    def _cycle_breakdown(self) -> dict[str, int]:
+        """Firmware and kernel together, so the cycle parts add up to `cycles`."""
+        total: dict[str, int] = {}
+        for accounting, _ in self.accountings():
+            for key, value in accounting.breakdown().items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    def _result(self, wall: float) -> RunResult:
+        stop = self._stop or Stop(StopReason.INTERRUPTED, "stopped before the guest ran")
+        if stop.reason is StopReason.EXIT:
+            exit_code = 0 if stop.guest_exit_value == DEBUG_EXIT_SUCCESS else 1
+        else:
+            exit_code = EXIT_CODES[stop.reason]
+        return RunResult(
+            image=self.image.path,
+            cmdline=self.config.cmdline,
+            stop_reason=stop.reason,
+            exit_code=exit_code,
+            detail=stop.detail,
+            guest_exit_value=stop.guest_exit_value,
+            instructions=self.total_instructions,
+            firmware_instructions=self.firmware_instructions,
+            cycles=self.total_cycles,
+            firmware_cycles=self.firmware_accounting.cycles if self.firmware_accounting else 0,
+            cycle_breakdown=self._cycle_breakdown(),
+            serial=bytes(self._serial),
+            post_codes=tuple(self.post.codes),
+            fault=stop.fault,
+            unknown_ports=dict(self.bus.unknown_ports),
+            wall_seconds=wall,
+            screen=screen_text(self.memory.read),
+        )
