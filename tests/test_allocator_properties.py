@@ -9,6 +9,8 @@ keeps what fails (shrunk) in tests/fuzz-db, which every later run replays first.
 
 from __future__ import annotations
 
+import pytest
+
 import os
 
 from tests.support.allocator_model import BumpModel, LinkedListModel, realloc
@@ -20,6 +22,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from emulator.heap.guest_view import GuestHeap
 from emulator.machine.records import BootConfig
 from emulator.machine.session import prepare
+
+pytestmark = [pytest.mark.boot, pytest.mark.slow]
 
 FUZZ = os.environ.get("AETH_FUZZ") == "1"
 DATABASE = DirectoryBasedExampleDatabase(os.path.join(os.path.dirname(__file__), "fuzz-db"))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from emulator.heap.checker import HeapChecker
 from emulator.heap.event_view import EventHeap
 from emulator.trace.events import AllocEvent
+
+pytestmark = pytest.mark.unit
 
 HEAP = (0x1000, 0x2000)
 

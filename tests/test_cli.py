@@ -10,6 +10,8 @@ from tests.support.elfcraft import Elf
 
 from emulator import __version__
 
+pytestmark = pytest.mark.boot
+
 
 def aeth(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "emulator", *args], input=stdin, capture_output=True, text=True, timeout=120)

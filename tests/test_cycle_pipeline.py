@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from tests.support.cycle_harness import CODE, P, Run
 
+pytestmark = pytest.mark.unit
+
 TRIPS = (200, 400)
 
 

@@ -14,6 +14,8 @@ from emulator.cycles.params import load_params
 
 from tests.support.cycle_harness import CODE, DATA, RAM, P, Run, asm, mc
 
+pytestmark = pytest.mark.unit
+
 
 # -- exact instruction counts -------------------------------------------------------------------
 

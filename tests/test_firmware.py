@@ -7,7 +7,7 @@ How Unicorn's `emu_start(begin, until)` treats real mode (measured, Unicorn 2.1.
   and protected mode alike: `until=0xF0000` stops at F000:0000 with EIP = 0.
 - `UC_HOOK_BLOCK` reports linear addresses too.
 - `hlt` makes `emu_start` return (EIP then points after the `hlt`).
-A UC_MODE_16 instance reads 64-bit registers as 0 (DESIGN.md §6), so only 32-bit ones are read here.
+A UC_MODE_16 instance reads 64-bit registers as 0 (docs/unicorn-notes.md), so only 32-bit ones are read here.
 
 The source is assembled by the project's toolchain for every test session, so these tests check
 firmware/bios.s itself; tests/test_images.py checks that images/firmware.bin is its build.
@@ -29,19 +29,22 @@ from tests.support.guest import build
 from unicorn import x86_const as x86
 
 from emulator.machine.records import BootConfig, StopReason
+from emulator.layout import (
+    BDA, BOOT_PARAMS_MAGIC, COM1, EBDA_BASE, IVT, KERNEL_BASE, RESET_VECTOR, ROM_BASE, ROM_SIZE, START_INFO, VGA_TEXT,
+)
 from emulator.machine.session import prepare
+from tests.support.paths import ROOT
 from emulator.toolchain.build import FlatImage, build_firmware
 
-ROOT = Path(__file__).resolve().parent.parent
-ROM_BASE, ROM_SIZE = 0xF0000, 0x10000
-RESET = 0xFFFF0
-ENTRY = 0x0220_0000
-BOOT_MAGIC = 0x50424541
-COM1 = 0x3F8
+pytestmark = pytest.mark.boot
+
+RESET = RESET_VECTOR
+ENTRY = KERNEL_BASE
+BOOT_MAGIC = BOOT_PARAMS_MAGIC
 LCR_DLAB = 0x80
 MAX_INSNS = 100_000  # the firmware runs ~2,600; a runaway loop stops here instead of hanging the suite
 
-# Every POST code of a good boot, in order (docs/INTERNALS.md §3).
+# Every POST code of a good boot, in order (docs/boot-protocol.md).
 GOOD_POST = (0x01, 0x10, 0x11, 0x12, 0x13, 0x14, 0x20, 0x21, 0x22, 0x30)
 # COM1 initialisation, the only UART writes allowed: (port, value).
 COM1_INIT = (
@@ -49,8 +52,9 @@ COM1_INIT = (
     (COM1 + 3, 0x03),                                        # DLAB off, 8N1
     (COM1 + 2, 0xC7), (COM1 + 4, 0x0B), (COM1 + 1, 0x00),  # FIFOs on and cleared; DTR, RTS, OUT2; no IRQs
 )
-# Where POST may write (DESIGN.md §3): IVT + BDA, the hvm_start_info page, the EBDA size word, VGA text.
-WRITABLE = ((0x0, 0x500), (0x7000, 0x8000), (0x9FC00, 0x9FC02), (0xB8000, 0xB8000 + 80 * 25 * 2))
+# Where POST may write (docs/memory-map.md): IVT + BDA, the hvm_start_info page, the EBDA size word, VGA text.
+WRITABLE = ((IVT, BDA + 0x100), (START_INFO, START_INFO + 0x1000), (EBDA_BASE, EBDA_BASE + 2),
+            (VGA_TEXT, VGA_TEXT + 80 * 25 * 2))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +66,7 @@ def rom() -> FlatImage:
 
 def boot_block(entry: int = ENTRY, ram_size: int = 128 << 20, cmdline: bytes | None = b"",
                magic: int = BOOT_MAGIC, version: int = 1, length: int | None = None) -> bytes:
-    """A boot parameter block as the loader writes it (docs/INTERNALS.md §2)."""
+    """A boot parameter block as the loader writes it (docs/boot-protocol.md)."""
     flags = 0 if cmdline is None else 1
     text = b"" if cmdline is None else cmdline
     size = len(text) if length is None else length

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from emulator.errors import GuestMemoryError
 from emulator.guestmem.frames import mapped_frames, page_table_frames, read_frame_pool
 from emulator.layout import FRAME_BITMAP_WORDS as BITMAP_WORDS
@@ -9,6 +11,8 @@ from emulator.layout import FRAME_USABLE_OFFSET as USABLE_AT
 from emulator.layout import FRAME_USED_OFFSET as USED_AT
 from emulator.guestmem.paging import HUGE, NX, PRESENT, WRITABLE, PageTables
 from emulator.layout import HEAP_START
+
+pytestmark = pytest.mark.unit
 
 POOL_START, POOL_END = 0x10_0000, 0x210_0000
 FA = 0x0230_0000  # where the synthetic FRAME_ALLOCATOR lives

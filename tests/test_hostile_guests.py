@@ -11,6 +11,8 @@ from emulator.machine.board import SERIAL_KEEP
 from emulator.machine.records import BootConfig, StopReason
 from emulator.machine.session import run_untraced as boot
 
+pytestmark = pytest.mark.boot
+
 
 def run(tmp_path, body, **config):
     return boot(build(tmp_path, body), BootConfig(**config))[1]
@@ -53,7 +55,7 @@ target:
     call emit""") + """
 .function emit, hostile::emit
 emit:
-    mov dx, 0x3F8
+    mov dx, COM1
     mov eax, edi
     out dx, al
     ret
@@ -116,7 +118,7 @@ def test_port_io_storm_is_bounded_and_reported_once(tmp_path):
 def test_megabytes_of_serial_output_are_streamed_and_bounded(tmp_path):
     seen = bytearray()
     body = main("""    mov rcx, 4 * 1024 * 1024 + 65536
-    mov dx, 0x3F8
+    mov dx, COM1
 .Lbyte:
     mov al, cl
     and al, 63

@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from emulator.errors import ImageError
 from emulator.image.loader import load_image
 
+pytestmark = pytest.mark.unit
+
 RAM = 128 << 20
 REAL = KERNEL.read_bytes()
 CORPUS = Path(__file__).parent / "corpus"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.support.paths import FIRMWARE, KERNEL
 
 from emulator.toolchain.build import main as build_images
+
+pytestmark = pytest.mark.unit
 
 
 def test_images_rebuild_identically(tmp_path):

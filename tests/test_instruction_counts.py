@@ -6,6 +6,8 @@ Reference: a per-instruction Python hook, which Unicorn calls once per executed 
 
 from __future__ import annotations
 
+import pytest
+
 import struct
 
 from tests.support.paths import FIRMWARE
@@ -14,6 +16,8 @@ from unicorn import x86_const as x86
 
 from emulator.cycles.accounting import CycleAccounting
 from emulator.machine.physmem import PhysicalMemory
+
+pytestmark = pytest.mark.unit
 
 ENTRY = 0x0220_0000
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import signal
 import subprocess
@@ -12,12 +14,14 @@ from tests.support.guest import build, fake_allocator
 
 from emulator.trace.format import read_trace
 
+pytestmark = pytest.mark.boot
+
 FOREVER = fake_allocator(0) + """
 .function main, forever::main
 main:
     push rbp
     mov rbp, rsp
-    mov dx, 0x3F8
+    mov dx, COM1
     mov al, 'x'
     out dx, al
 .Lagain:

@@ -11,6 +11,8 @@ import pytest
 
 from emulator.layout import HEAP_SIZE, HEAP_START
 
+pytestmark = pytest.mark.boot
+
 ALLOCATORS = ["linked_list", "bump"]
 
 

@@ -12,6 +12,8 @@ from emulator.errors import GuestCallError
 from emulator.layout import FRAME_POOL_END, FRAME_POOL_START
 from emulator.report.memory import frames_section, page_tables, paging_section
 
+pytestmark = pytest.mark.boot
+
 
 @pytest.fixture(scope="module")
 def run(booted):

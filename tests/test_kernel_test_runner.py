@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 from emulator import boot
 from emulator.toolchain.build import ROOT, _read_sources, assemble_kernel
+
+pytestmark = pytest.mark.boot
 
 EXTRA = """
 .section text

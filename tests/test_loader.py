@@ -8,6 +8,8 @@ from tests.support.elfcraft import PF_R, PF_W, Elf, Seg, pvh_note
 from emulator.errors import ImageError
 from emulator.image.loader import load_image
 
+pytestmark = pytest.mark.unit
+
 RAM = 128 << 20
 
 

@@ -8,6 +8,8 @@ from emulator.errors import GuestMemoryError
 from emulator.guestmem.paging import HUGE, NX, PRESENT, USER, WRITABLE, PageTables, Region, WalkFailure
 from emulator.layout import HEAP_START
 
+pytestmark = pytest.mark.unit
+
 P, W, U = PRESENT, WRITABLE, USER
 PAT = 0x80  # bit 7 of a PT entry is PAT, not a page size
 

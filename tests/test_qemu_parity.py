@@ -6,6 +6,8 @@ import pytest
 from tests.support.paths import KERNEL
 from tests.support.qemu import SUCCESS_STATUS, run_qemu
 
+pytestmark = [pytest.mark.boot, pytest.mark.qemu]
+
 FAILURE_STATUS = (0x11 << 1) | 1
 
 

@@ -1,7 +1,11 @@
 """The README's example heap test, as a user would write it."""
 
+import pytest
+
 from emulator import boot
 from emulator.layout import HEAP_START
+
+pytestmark = pytest.mark.boot
 
 
 def test_bump_heap_after_boot():
@@ -14,4 +18,4 @@ def test_bump_heap_after_boot():
     assert stats.used == 40                  # bump: freed blocks are never reused
     assert [e.kind for e in run.events] == ["alloc", "alloc", "realloc", "alloc", "dealloc", "dealloc", "dealloc"]
     ptr = run.call("__rust_alloc", 64, 8)    # call a guest function on the booted machine
-    assert ptr == HEAP_START + 40        # bump: the next aligned address
+    assert ptr == HEAP_START + 40            # bump: the next aligned address

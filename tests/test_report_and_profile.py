@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
 
 from emulator.machine.records import BootConfig
 from emulator.machine.session import run_untraced as boot
+
+pytestmark = pytest.mark.boot
 
 
 def test_two_runs_give_identical_counts_and_cycles():

@@ -1,4 +1,4 @@
-"""Every stop reason and exit code of DESIGN.md §3, each from a purpose-built kernel."""
+"""Every stop reason and exit code (docs/report-format.md), each from a purpose-built kernel."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from tests.support.guest import build
 from emulator.machine.records import BootConfig, StopReason
 from emulator.machine.session import run_untraced as boot
 
+pytestmark = pytest.mark.boot
+
 SERIAL_HELLO = """
 .function main, test::main
 main:
     push rbp
     mov rbp, rsp
-    mov dx, 0x3F8
+    mov dx, COM1
     mov al, 'h'
     out dx, al
     mov al, 'i'
@@ -46,7 +48,7 @@ def test_any_other_exit_value_is_failure(tmp_path, value):
 .function main, test::main
 main:
     mov eax, {value}
-    out 0xF4, eax
+    out DEBUG_EXIT_PORT, eax
     ret
 .endfunction
 """
@@ -59,8 +61,8 @@ def test_exit_is_precise_nothing_after_it_happens(tmp_path):
 .function main, test::main
 main:
     mov eax, 0x10
-    out 0xF4, eax
-    mov dx, 0x3F8
+    out DEBUG_EXIT_PORT, eax
+    mov dx, COM1
     mov al, 'x'
     out dx, al
     ret

@@ -17,6 +17,8 @@ from emulator.toolchain.build import assemble_flat, assemble_kernel
 from emulator.toolchain.dialect import AssemblyError
 from emulator.toolchain.rustnames import mangle
 
+pytestmark = pytest.mark.unit
+
 
 def kernel(body: str) -> bytes:
     return assemble_kernel([("k.s", ".section text\nstart:\n" + body + "\n")]).elf
@@ -116,6 +118,7 @@ def test_readelf_and_objdump_accept_the_image(tmp_path):
     assert objdump.returncode == 0 and "<_ZN1t4main" in objdump.stdout
 
 
+@pytest.mark.qemu
 def test_qemu_boots_a_toolchain_kernel(tmp_path):
     path = tmp_path / "k.elf"
     path.write_bytes(assemble_kernel([("k.s", """

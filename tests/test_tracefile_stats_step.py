@@ -14,6 +14,8 @@ from emulator.report.trace_summary import size_bucket, summarize
 from emulator.trace.format import TraceWriter, read_trace
 from emulator.layout import HEAP_START
 
+pytestmark = pytest.mark.boot
+
 EVENTS = [
     AllocEvent(0, "alloc", 8, 1, result=HEAP_START, returned=True, insn_entry=100, insn_return=140,
                caller="aetherion::demo::run+0x10", call_site=0x2201010, backtrace=("aetherion::demo::run+0x10", "aetherion::kmain+0x40"),

@@ -13,6 +13,8 @@ from emulator import boot
 from emulator.trace.format import read_trace
 from emulator.layout import HEAP_START
 
+pytestmark = pytest.mark.boot
+
 
 def test_demo_event_sequence_is_rusts(booted):
     run = booted("")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import struct
 
-from tests.support.paths import KERNEL
+import pytest
 
-from emulator.image.loader import load_image
-from emulator.toolchain.build import assemble_flat
 from emulator.calibrate.validate import (CASES, CODE, CODE_SIZE, DATA, PROBES, RNG_STATE, case_source, chain_bytes, kendall_tau,
                                kernel_addresses, mape)
+from emulator.image.loader import load_image
+from emulator.toolchain.build import assemble_flat
+from tests.support.paths import KERNEL
+
+pytestmark = pytest.mark.unit
 
 
 def test_kendall_tau_and_mape():

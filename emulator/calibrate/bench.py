@@ -22,7 +22,7 @@ from emulator.machine.records import BootConfig
 from emulator.machine.session import prepare
 
 CODE_BASE, DATA_BASE = 0x10000, 0x100000
-# A load/add/store loop over 64 KiB (DESIGN.md §6 quotes ≈110 MIPS for plain Unicorn on this).
+# A load/add/store loop over 64 KiB (docs/unicorn-notes.md: ≈110 MIPS for plain Unicorn on this).
 LOOP = """
     mov rcx, {iterations}
     mov rsi, 0x100000

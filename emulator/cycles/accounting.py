@@ -1,7 +1,7 @@
 """Exact retired-instruction counts and a deterministic AMD Zen 4 cycle model for a Unicorn CPU.
 
 Hook design (why it looks like this): Unicorn has no instruction counter, and a Python hook per
-block, instruction or memory access slows it 10–50× (DESIGN.md §6). So every per-block and
+block, instruction or memory access slows it 10–50× (docs/unicorn-notes.md). So every per-block and
 per-access callback is C (`emulator/native/cyclemodel.c`, built by `pip install` as
 `emulator._cyclemodel` and loaded with ctypes), registered directly with libunicorn's
 `uc_hook_add` from the same library the `unicorn` package loaded:

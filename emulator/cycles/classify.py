@@ -27,7 +27,7 @@ _SYSTEM = {"lgdt", "lidt", "lldt", "ltr", "sgdt", "sidt", "wrmsr", "rdmsr", "inv
            "sysret", "sysretq", "swapgs", "wbinvd", "invd", "clts", "lmsw", "sysenter", "sysexit", "xsetbv",
            "xgetbv", "rsm", "ud2", "pushf", "popf", "pushfd", "popfd", "pushfq", "popfq"}
 _SEGMENT = {"cs", "ds", "es", "fs", "gs", "ss"}
-MEASURED_WHOLE = {"lock_rmw", "lock_cmpxchg", "xchg_mem"}  # DESIGN §5 figures include the memory access
+MEASURED_WHOLE = {"lock_rmw", "lock_cmpxchg", "xchg_mem"}  # the measured host figures (docs/cycle-model.md) include the memory access
 _SHIFTS = {"shl", "shr", "sar", "sal", "rol", "ror", "rcl", "rcr", "shld", "shrd", "shlx", "shrx", "sarx",
            "rorx"}
 

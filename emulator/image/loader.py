@@ -19,10 +19,9 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from emulator.errors import ImageError
-from emulator.machine.physmem import LOW_MEMORY_END, ROM_BASE
+from emulator.layout import LOW_MEMORY_END, PVH_NOTE_NAME, ROM_BASE, XEN_ELFNOTE_PHYS32_ENTRY
 from emulator.image.symbols import Symbol, SymbolTable, demangle
 
-XEN_ELFNOTE_PHYS32_ENTRY = 18
 MAX_IMAGE_BYTES = 1 << 30
 _SYMBOL_KINDS = {"STT_FUNC": "func", "STT_OBJECT": "object", "STT_NOTYPE": "notype"}
 
@@ -165,7 +164,7 @@ def _find_pvh_note(blob: bytes) -> int | None:
         if end > len(blob):
             return None
         name = blob[name_at : name_at + namesz].rstrip(b"\0")
-        if name == b"Xen" and ntype == XEN_ELFNOTE_PHYS32_ENTRY and descsz in (4, 8):
+        if name == PVH_NOTE_NAME and ntype == XEN_ELFNOTE_PHYS32_ENTRY and descsz in (4, 8):
             return int.from_bytes(blob[desc_at : desc_at + descsz], "little")
         pos = end
     return None

@@ -149,7 +149,7 @@ class Machine:
     def _run_kernel(self) -> None:
         regs = self._handoff
         uc = self._new_cpu(UC_MODE_64)
-        # The recipe of DESIGN.md §6 that puts a 64-bit instance into 32-bit protected mode.
+        # The recipe (docs/unicorn-notes.md) that puts a 64-bit instance into 32-bit protected mode.
         for name, value in (("cr4", 0x20), ("cr0", 0x80000011), ("cr0", 0x11)):
             cpu.write(uc, name, value)
         uc.msr_write(cpu.MSR_EFER, 0)

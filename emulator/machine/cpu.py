@@ -40,7 +40,7 @@ def snapshot_64(uc: Uc) -> dict[str, int]:
 
 
 def snapshot_16(uc: Uc) -> dict[str, int]:
-    """A UC_MODE_16 instance reads 64-bit registers as 0 (DESIGN.md §6): use the 32-bit names."""
+    """A UC_MODE_16 instance reads 64-bit registers as 0 (docs/unicorn-notes.md): use the 32-bit names."""
     regs = {name: read(uc, name) for name in (*GPRS_32, "eip", "eflags", *SEGMENTS, "cr0", "cr2", "cr3", "cr4")}
     return regs
 

@@ -8,13 +8,31 @@ Every register is restored afterwards. The allocator hooks see the call like any
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
+
+from unicorn import Uc
 
 from emulator.errors import GuestCallError
+from emulator.guestmem.virtual import VirtualMemory
+from emulator.image.loader import KernelImage
 from emulator.machine import cpu
+from emulator.machine.physmem import PhysicalMemory
+from emulator.machine.records import Stop
 
-if TYPE_CHECKING:
-    from emulator.machine.board import Machine
+
+class CallHost(Protocol):
+    """What a host call needs of the machine (emulator.machine.board.Machine provides it)."""
+
+    uc: Uc | None
+    memory: PhysicalMemory
+    image: KernelImage
+
+    @property
+    def exited(self) -> bool: ...
+
+    def virtual(self, uc: Uc | None = None) -> VirtualMemory: ...
+
+    def run_nested(self, begin: int, until: int, max_insns: int) -> Stop | None: ...
 
 CALL_RETURN = 0  # the return address pushed for a host call: the null page
 ARGUMENT_REGISTERS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
@@ -22,7 +40,7 @@ STACK_GAP = 4096  # below the guest's rsp: past the red zone and anything the gu
 U64 = (1 << 64) - 1
 
 
-def call_function(machine: Machine, function: str | int, args: tuple[int, ...], *,
+def call_function(machine: CallHost, function: str | int, args: tuple[int, ...], *,
                   max_insns: int = 50_000_000, sret: int = 0) -> tuple[int, bytes | None]:
     """Run `function` to its return; returns (rax, the sret struct's bytes or None)."""
     if not machine.exited:
@@ -55,7 +73,7 @@ def call_function(machine: Machine, function: str | int, args: tuple[int, ...], 
     return rax, (vm.read(result_at, sret) if result_at is not None else None)
 
 
-def _resolve(machine: Machine, function: str | int) -> int:
+def _resolve(machine: CallHost, function: str | int) -> int:
     if isinstance(function, str):
         symbol = machine.image.symbols.get(function)
         if symbol is None:

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from emulator.layout import COM1, DEBUG_EXIT_PORT, DEBUG_EXIT_SUCCESS, ROM_BASE
 from emulator.toolchain.build import assemble_kernel
+
+# The fixed layout's names, for test kernels to use instead of numbers.
+LAYOUT_EQUS = (f".equ COM1, {COM1:#x}\n.equ DEBUG_EXIT_PORT, {DEBUG_EXIT_PORT:#x}\n"
+               f".equ DEBUG_EXIT_SUCCESS, {DEBUG_EXIT_SUCCESS:#x}\n.equ ROM_BASE, {ROM_BASE:#x}\n")
 
 PROLOGUE = """
 .code32
@@ -61,8 +66,8 @@ start64:
     mov rsp, stack_top
     xor ebp, ebp
     call main
-    mov eax, 0x10
-    out 0xF4, eax
+    mov eax, DEBUG_EXIT_SUCCESS
+    out DEBUG_EXIT_PORT, eax
 .Lhalt:
     cli
     hlt
@@ -89,12 +94,12 @@ stack_top:
 
 def long_mode_kernel(body: str) -> str:
     """Source of a test kernel whose 64-bit `main` is `body` (which must define `main`)."""
-    return PROLOGUE + "\n.code64\n.section text\n" + body
+    return LAYOUT_EQUS + PROLOGUE + "\n.code64\n.section text\n" + body
 
 
 def build(tmp_path: Path, body: str, name: str = "test.elf", raw: bool = False) -> Path:
     """Assemble a test kernel into `tmp_path/name`; `raw` takes `body` as the whole source."""
-    source = body if raw else long_mode_kernel(body)
+    source = LAYOUT_EQUS + body if raw else long_mode_kernel(body)
     image = assemble_kernel([(name.replace(".elf", ".s"), source)])
     path = tmp_path / name
     path.write_bytes(image.elf)

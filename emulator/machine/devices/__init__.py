@@ -1,1 +1,1 @@
-"""Port-mapped devices of the Aetherion PC (DESIGN.md §3) and the bus that routes to them."""
+"""Port-mapped devices of the Aetherion PC (docs/memory-map.md) and the bus that routes to them."""
