@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from emulator.errors import UsageError
+from emulator.errors import TraceFormatError
 from emulator.trace.events import AllocEvent, HeapState
 from emulator.report.trace_summary import size_bucket, summarize
 from emulator.trace.format import TraceWriter, read_trace
@@ -62,7 +62,7 @@ def test_trace_cut_mid_line_keeps_whole_lines(tmp_path):
 def test_bad_trace_files_are_one_clear_error(tmp_path, content, message):
     path = tmp_path / "bad.jsonl"
     path.write_text(content)
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(TraceFormatError, match=message):
         read_trace(path)
 
 

@@ -127,7 +127,7 @@ def _segments(path: Path, elf: ELFFile, file_size: int, ram_size: int) -> tuple[
         if paddr + memsz > ram_size:
             raise ImageError(
                 f"{where} [0x{paddr:x}, 0x{paddr + memsz:x}) lies beyond RAM end 0x{ram_size:x} "
-                f"(try a larger --memory)"
+                f"(give the machine more RAM)"
             )
         for other in loads:
             if paddr < other.paddr + other.memsz and other.paddr < paddr + memsz:

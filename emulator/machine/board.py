@@ -112,7 +112,7 @@ class Machine:
         timer = None
         if self.config.timeout is not None:
             timer = threading.Timer(self.config.timeout, self._request_stop, (StopReason.TIMEOUT,
-                                    f"--timeout of {self.config.timeout:g} s reached"))
+                                    f"the time limit of {self.config.timeout:g} s reached"))
             timer.daemon = True
             timer.start()
         try:
@@ -184,7 +184,7 @@ class Machine:
         self.accounting.finish(pc)
         budget = self.config.max_insns
         if self._stop is None and budget is not None and self.total_instructions >= budget:
-            self._request_stop(StopReason.MAX_INSNS, f"--max-insns {self.config.max_insns} reached")
+            self._request_stop(StopReason.MAX_INSNS, f"the limit of {self.config.max_insns} instructions reached")
 
     def _classify_silent_stop(self, uc: Uc, bits: int) -> None:
         """emu_start returned by itself: the guest halted, or triple-faulted silently."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from emulator.errors import UsageError
+from emulator.errors import TraceFormatError, UsageError
 from emulator.trace.events import AllocEvent
 
 FORMAT = "aeth-trace"
@@ -62,11 +62,11 @@ def read_trace(path: str | Path) -> Trace:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise UsageError(f"cannot read trace {path}: {exc.strerror}") from None
+        raise TraceFormatError(f"cannot read trace {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
-        raise UsageError(f"{path} is not a trace (not UTF-8 text)") from None
+        raise TraceFormatError(f"{path} is not a trace (not UTF-8 text)") from None
     if not lines:
-        raise UsageError(f"{path} is empty, not a trace")
+        raise TraceFormatError(f"{path} is empty, not a trace")
     records = []
     for number, line in enumerate(lines, 1):
         try:
@@ -74,12 +74,12 @@ def read_trace(path: str | Path) -> Trace:
         except json.JSONDecodeError:
             if number == len(lines):
                 break  # a last line cut off by a hard kill: keep everything before it
-            raise UsageError(f"{path}:{number}: not a JSON line") from None
+            raise TraceFormatError(f"{path}:{number}: not a JSON line") from None
     header = records[0]
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise UsageError(f"{path} is not an aeth-emu trace (no '{FORMAT}' header)")
+        raise TraceFormatError(f"{path} is not an aeth-emu trace (no '{FORMAT}' header)")
     if header.get("version") != FORMAT_VERSION:
-        raise UsageError(f"{path} is trace format version {header.get('version')}; this aeth-emu reads {FORMAT_VERSION}")
+        raise TraceFormatError(f"{path} is trace format version {header.get('version')}; this aeth-emu reads {FORMAT_VERSION}")
     events, violations, end = [], [], None
     try:
         for record in records[1:]:
@@ -90,6 +90,6 @@ def read_trace(path: str | Path) -> Trace:
             elif "end" in record:
                 end = record["end"]
     except (TypeError, ValueError, KeyError) as exc:
-        raise UsageError(f"{path}: malformed event ({exc})") from None
+        raise TraceFormatError(f"{path}: malformed event ({exc})") from None
     events.sort(key=lambda e: e.seq)
     return Trace(header, tuple(events), end, tuple(violations))
