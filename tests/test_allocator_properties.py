@@ -9,11 +9,9 @@ keeps what fails (shrunk) in tests/fuzz-db, which every later run replays first.
 
 from __future__ import annotations
 
-import pytest
-
 import os
 
-from tests.support.allocator_model import BumpModel, LinkedListModel, realloc
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
@@ -22,6 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from emulator.heap.guest_view import GuestHeap
 from emulator.machine.records import BootConfig
 from emulator.machine.session import prepare
+from tests.support.allocator_model import BumpModel, LinkedListModel, realloc
 
 pytestmark = [pytest.mark.boot, pytest.mark.slow]
 

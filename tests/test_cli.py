@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from tests.support.elfcraft import Elf
 
 from emulator import __version__
+from tests.support.elfcraft import Elf
 
 pytestmark = pytest.mark.boot
 

@@ -4,6 +4,7 @@ call/return bubbles, each against a figure computed by hand from cycle_model.tom
 from __future__ import annotations
 
 import pytest
+
 from tests.support.cycle_harness import CODE, P, Run
 
 pytestmark = pytest.mark.unit

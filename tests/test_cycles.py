@@ -5,13 +5,11 @@ from __future__ import annotations
 import struct
 
 import pytest
-from keystone import KS_ARCH_X86, KS_MODE_16, KS_MODE_64, Ks
-from unicorn import UC_ARCH_X86, UC_MODE_16, UC_MODE_64, Uc, UcError
+from keystone import KS_MODE_16
+from unicorn import UC_ARCH_X86, UC_MODE_16, UC_MODE_64, Uc
 from unicorn import x86_const as x
 
 from emulator.cycles.accounting import CycleAccounting
-from emulator.cycles.params import load_params
-
 from tests.support.cycle_harness import CODE, DATA, RAM, P, Run, asm, mc
 
 pytestmark = pytest.mark.unit

@@ -17,24 +17,40 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, Cs
 from unicorn import (
-    UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_MEM_WRITE, UC_MODE_16,
-    UC_PROT_EXEC, UC_PROT_READ, Uc,
+    UC_ARCH_X86,
+    UC_HOOK_BLOCK,
+    UC_HOOK_CODE,
+    UC_HOOK_INSN,
+    UC_HOOK_MEM_WRITE,
+    UC_MODE_16,
+    UC_PROT_EXEC,
+    UC_PROT_READ,
+    Uc,
 )
-from tests.support.guest import build
 from unicorn import x86_const as x86
 
-from emulator.machine.records import BootConfig, StopReason
 from emulator.layout import (
-    BDA, BOOT_PARAMS_MAGIC, COM1, EBDA_BASE, IVT, KERNEL_BASE, RESET_VECTOR, ROM_BASE, ROM_SIZE, START_INFO, VGA_TEXT,
+    BDA,
+    BOOT_PARAMS_MAGIC,
+    COM1,
+    EBDA_BASE,
+    IVT,
+    KERNEL_BASE,
+    RESET_VECTOR,
+    ROM_BASE,
+    ROM_SIZE,
+    START_INFO,
+    VGA_TEXT,
 )
+from emulator.machine.records import BootConfig, StopReason
 from emulator.machine.session import prepare
-from tests.support.paths import ROOT
 from emulator.toolchain.build import FlatImage, build_firmware
+from tests.support.guest import build
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.boot
 

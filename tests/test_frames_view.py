@@ -6,10 +6,10 @@ import pytest
 
 from emulator.errors import GuestMemoryError
 from emulator.guestmem.frames import mapped_frames, page_table_frames, read_frame_pool
+from emulator.guestmem.paging import HUGE, NX, PRESENT, WRITABLE, PageTables
 from emulator.layout import FRAME_BITMAP_WORDS as BITMAP_WORDS
 from emulator.layout import FRAME_USABLE_OFFSET as USABLE_AT
 from emulator.layout import FRAME_USED_OFFSET as USED_AT
-from emulator.guestmem.paging import HUGE, NX, PRESENT, WRITABLE, PageTables
 from emulator.layout import HEAP_START
 
 pytestmark = pytest.mark.unit

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from tests.support.guest import build
 
-from emulator.layout import HEAP_START
 from emulator.errors import GuestCallError
+from emulator.layout import HEAP_START
 from emulator.machine.board import SERIAL_KEEP
 from emulator.machine.records import BootConfig, StopReason
 from emulator.machine.session import run_untraced as boot
+from tests.support.guest import build
 
 pytestmark = pytest.mark.boot
 

@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.support.paths import KERNEL
-from tests.support.elfcraft import PF_R, PF_W, Elf, Seg, pvh_note
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emulator.errors import ImageError
 from emulator.image.loader import load_image
+from tests.support.elfcraft import PF_R, PF_W, Elf, Seg, pvh_note
+from tests.support.paths import KERNEL
 
 pytestmark = pytest.mark.unit
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.paths import FIRMWARE, KERNEL
-
 from emulator.toolchain.build import main as build_images
+from tests.support.paths import FIRMWARE, KERNEL
 
 pytestmark = pytest.mark.unit
 

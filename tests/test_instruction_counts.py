@@ -6,16 +6,15 @@ Reference: a per-instruction Python hook, which Unicorn calls once per executed 
 
 from __future__ import annotations
 
-import pytest
-
 import struct
 
-from tests.support.paths import FIRMWARE
+import pytest
 from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INSN, UC_MODE_16, Uc
 from unicorn import x86_const as x86
 
 from emulator.cycles.accounting import CycleAccounting
 from emulator.machine.physmem import PhysicalMemory
+from tests.support.paths import FIRMWARE
 
 pytestmark = pytest.mark.unit
 

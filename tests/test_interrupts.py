@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import signal
 import subprocess
 import sys
 import time
 
-from tests.support.guest import build, fake_allocator
+import pytest
 
 from emulator.trace.format import read_trace
+from tests.support.guest import build, fake_allocator
 
 pytestmark = pytest.mark.boot
 

@@ -6,10 +6,9 @@ import re
 
 import pytest
 
-from emulator.guestmem.frames import mapped_frames, page_table_frames, read_frame_pool
-from emulator.layout import HEAP_SIZE, HEAP_START
 from emulator.errors import GuestCallError
-from emulator.layout import FRAME_POOL_END, FRAME_POOL_START
+from emulator.guestmem.frames import mapped_frames, page_table_frames, read_frame_pool
+from emulator.layout import FRAME_POOL_END, FRAME_POOL_START, HEAP_SIZE, HEAP_START
 from emulator.report.memory import frames_section, page_tables, paging_section
 
 pytestmark = pytest.mark.boot

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 from emulator import boot
 from emulator.toolchain.build import ROOT, _read_sources, assemble_kernel

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from tests.support.elfcraft import PF_R, PF_W, Elf, Seg, pvh_note
 
 from emulator.errors import ImageError
 from emulator.image.loader import load_image
+from tests.support.elfcraft import PF_R, PF_W, Elf, Seg, pvh_note
 
 pytestmark = pytest.mark.unit
 

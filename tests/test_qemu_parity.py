@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tests.support.paths import KERNEL
 from tests.support.qemu import SUCCESS_STATUS, run_qemu
 

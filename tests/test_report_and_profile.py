@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import subprocess
 import sys
+
+import pytest
 
 from emulator.machine.records import BootConfig
 from emulator.machine.session import run_untraced as boot

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from tests.support.guest import build
 
 from emulator.machine.records import BootConfig, StopReason
 from emulator.machine.session import run_untraced as boot
+from tests.support.guest import build
 
 pytestmark = pytest.mark.boot
 

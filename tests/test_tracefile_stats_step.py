@@ -9,10 +9,10 @@ import sys
 import pytest
 
 from emulator.errors import TraceFormatError
-from emulator.trace.events import AllocEvent, HeapState
-from emulator.report.trace_summary import size_bucket, summarize
-from emulator.trace.format import TraceWriter, read_trace
 from emulator.layout import HEAP_START
+from emulator.report.trace_summary import size_bucket, summarize
+from emulator.trace.events import AllocEvent, HeapState
+from emulator.trace.format import TraceWriter, read_trace
 
 pytestmark = pytest.mark.boot
 

@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import pytest
-from tests.support.guest import build, fake_allocator
 
 from emulator import boot
-from emulator.trace.format import read_trace
 from emulator.layout import HEAP_START
+from emulator.trace.format import read_trace
+from tests.support.guest import build, fake_allocator
 
 pytestmark = pytest.mark.boot
 

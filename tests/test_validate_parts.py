@@ -6,8 +6,19 @@ import struct
 
 import pytest
 
-from emulator.calibrate.validate import (CASES, CODE, CODE_SIZE, DATA, PROBES, RNG_STATE, case_source, chain_bytes, kendall_tau,
-                               kernel_addresses, mape)
+from emulator.calibrate.validate import (
+    CASES,
+    CODE,
+    CODE_SIZE,
+    DATA,
+    PROBES,
+    RNG_STATE,
+    case_source,
+    chain_bytes,
+    kendall_tau,
+    kernel_addresses,
+    mape,
+)
 from emulator.image.loader import load_image
 from emulator.toolchain.build import assemble_flat
 from tests.support.paths import KERNEL

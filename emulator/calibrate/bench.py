@@ -67,9 +67,9 @@ def _time(run: Callable[[], None]) -> float:
 
 def loop_speeds(iterations: int = 3_000_000) -> list[Speed]:
     """Plain Unicorn, with exact instruction counting and full cycle accounting, same loop."""
-    from emulator.cycles.accounting import CycleAccounting
-
     from unicorn import UC_HOOK_CODE
+
+    from emulator.cycles.accounting import CycleAccounting
 
     speeds = []
     for name in ("plain unicorn", "cycle accounting", "cycle accounting + allocator hooks"):

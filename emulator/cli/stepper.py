@@ -20,8 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from emulator.heap.event_view import EventHeap
-from emulator.trace.events import KINDS, AllocEvent
 from emulator.image.symbols import SymbolTable
+from emulator.trace.events import KINDS, AllocEvent
 
 MAP_CELLS = 64
 _COMPARE = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq, "==": operator.eq}

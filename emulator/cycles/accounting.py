@@ -76,17 +76,27 @@ import ctypes
 import weakref
 
 from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
-from unicorn import UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, UC_HOOK_MEM_READ, \
-    UC_HOOK_MEM_WRITE, UC_HOOK_MEM_INVALID, UC_PROT_EXEC, Uc, UcError
+from unicorn import (
+    UC_HOOK_BLOCK,
+    UC_HOOK_INSN,
+    UC_HOOK_INSN_INVALID,
+    UC_HOOK_INTR,
+    UC_HOOK_MEM_INVALID,
+    UC_HOOK_MEM_READ,
+    UC_HOOK_MEM_WRITE,
+    UC_PROT_EXEC,
+    Uc,
+    UcError,
+)
 from unicorn import x86_const as ux
 from unicorn.unicorn_py3.unicorn import uclib
 
 from emulator.cycles.classify import K_NONE
-from emulator.machine import cpu
 from emulator.cycles.coster import BlockCoster
 from emulator.cycles.native import COUNTERS, DECODE_CB, VMEM_READ, CParams, load_native, uc_function
 from emulator.cycles.params import CycleParams, load_params, millicycles
 from emulator.errors import CycleModelError
+from emulator.machine import cpu
 
 # -- the accounting object ---------------------------------------------------------------------
 

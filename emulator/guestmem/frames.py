@@ -7,9 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from emulator.guestmem.paging import ADDRESS_MASK, HUGE, LEVELS, PRESENT, PageTables
-from emulator.errors import GuestMemoryError
-
+from emulator.guestmem.paging import ADDRESS_MASK, PRESENT, PageTables
 from emulator.layout import FRAME_BITMAP_WORDS as BITMAP_WORDS
 from emulator.layout import FRAME_USABLE_OFFSET as USABLE_AT
 from emulator.layout import FRAME_USED_OFFSET as USED_AT
@@ -46,15 +44,8 @@ def page_table_frames(tables: PageTables) -> set[int]:
     found = {tables.root}
 
     def visit(table: int, depth: int) -> None:
-        if depth == len(LEVELS) - 1:
-            return
-        try:
-            raw = tables._read(table, 4096)
-        except GuestMemoryError:
-            return
-        for i in range(512):
-            value = int.from_bytes(raw[i * 8 : i * 8 + 8], "little")
-            if value & PRESENT and not (depth in (1, 2) and value & HUGE):
+        for value in tables.table(table) or ():
+            if value & PRESENT and not tables.maps_a_page(depth, value):
                 child = value & ADDRESS_MASK
                 if child not in found:
                     found.add(child)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
 from emulator.errors import GuestMemoryError
 
 LEVELS = ("PML4", "PDPT", "PD", "PT")
@@ -17,6 +18,7 @@ PRESENT, WRITABLE, USER, HUGE = 1, 2, 4, 0x80
 NX = 1 << 63
 ADDRESS_MASK = 0x000F_FFFF_FFFF_F000
 CANONICAL_BITS = 48
+ENTRIES = 512  # per table
 
 ReadPhys = Callable[[int, int], bytes]
 
@@ -117,24 +119,32 @@ class PageTables:
         result = self.walk(va)
         return result if isinstance(result, Translation) else None
 
+    def table(self, address: int) -> list[int] | None:
+        """The 512 entries of the table at physical `address` (None if it is outside memory)."""
+        try:
+            raw = self._read(address, ENTRIES * 8)
+        except GuestMemoryError:
+            return None
+        return [int.from_bytes(raw[i * 8 : i * 8 + 8], "little") for i in range(ENTRIES)]
+
+    @staticmethod
+    def maps_a_page(depth: int, value: int) -> bool:
+        """A present entry at `depth` (0 = PML4) maps a page rather than pointing at a table."""
+        return depth == len(LEVELS) - 1 or (LEVELS[depth] in ("PDPT", "PD") and bool(value & HUGE))
+
     def mappings(self) -> list[Region]:
         """Every present mapping, coalesced where contiguous with the same perms and page size."""
         regions: list[Region] = []
 
         def visit(table: int, depth: int, base: int, writable: bool, executable: bool) -> None:
             shift = SHIFTS[depth]
-            try:
-                raw = self._read(table, 4096)
-            except GuestMemoryError:
-                return
-            for index in range(512):
-                value = int.from_bytes(raw[index * 8 : index * 8 + 8], "little")
+            for index, value in enumerate(self.table(table) or ()):
                 if not value & PRESENT:
                     continue
                 va = canonical(base | (index << shift)) & ((1 << 64) - 1)
                 w = writable and bool(value & WRITABLE)
                 x = executable and not value & NX
-                if shift == 12 or (depth in (1, 2) and value & HUGE):
+                if self.maps_a_page(depth, value):
                     _append(regions, va, 1 << shift, "r" + ("w" if w else "-") + ("x" if x else "-"))
                 else:
                     visit(value & ADDRESS_MASK, depth + 1, base | (index << shift), w, x)

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from emulator.errors import GuestMemoryError
 from emulator.guestmem.virtual import VirtualMemory
 from emulator.image.symbols import SymbolTable
 from emulator.layout import (
-    ALLOCATOR_KINDS, ALLOCATOR_SYMBOL, BUMP_FIELDS, HEAP_END, HEAP_SIZE, HEAP_START, INNER_OFFSET, KIND_OFFSET,
-    LIST_NODE_NEXT_OFFSET, LIST_NODE_SIZE_OFFSET, LOCK_OFFSET, MIN_BLOCK,
+    ALLOCATOR_KINDS,
+    ALLOCATOR_SYMBOL,
+    BUMP_FIELDS,
+    HEAP_END,
+    HEAP_SIZE,
+    HEAP_START,
+    INNER_OFFSET,
+    KIND_OFFSET,
+    LIST_NODE_NEXT_OFFSET,
+    LIST_NODE_SIZE_OFFSET,
+    LOCK_OFFSET,
+    MIN_BLOCK,
 )
-from emulator.errors import GuestMemoryError
-
 
 
 @dataclass(frozen=True)

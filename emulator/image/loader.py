@@ -19,8 +19,8 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from emulator.errors import ImageError
-from emulator.layout import LOW_MEMORY_END, PVH_NOTE_NAME, ROM_BASE, XEN_ELFNOTE_PHYS32_ENTRY
 from emulator.image.symbols import Symbol, SymbolTable, demangle
+from emulator.layout import LOW_MEMORY_END, PVH_NOTE_NAME, ROM_BASE, XEN_ELFNOTE_PHYS32_ENTRY
 
 MAX_IMAGE_BYTES = 1 << 30
 _SYMBOL_KINDS = {"STT_FUNC": "func", "STT_OBJECT": "object", "STT_NOTYPE": "notype"}

@@ -32,8 +32,16 @@ from emulator.errors import GuestMemoryError
 from emulator.guestmem.virtual import VirtualMemory
 from emulator.image.loader import KernelImage
 from emulator.layout import (
-    A20_PORT, BOOT_PARAMS, COM1, COM1_PORTS, DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS, DEBUG_EXIT_SUCCESS, POST_PORT,
-    RESET_VECTOR, ROM_BASE,
+    A20_PORT,
+    BOOT_PARAMS,
+    COM1,
+    COM1_PORTS,
+    DEBUG_EXIT_PORT,
+    DEBUG_EXIT_PORTS,
+    DEBUG_EXIT_SUCCESS,
+    POST_PORT,
+    RESET_VECTOR,
+    ROM_BASE,
 )
 from emulator.machine import cpu
 from emulator.machine.bootparams import boot_parameter_block

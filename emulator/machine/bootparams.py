@@ -6,7 +6,11 @@ import struct
 
 from emulator.errors import UsageError
 from emulator.layout import (
-    BOOT_PARAMS_HAS_CMDLINE, BOOT_PARAMS_HEADER, BOOT_PARAMS_MAGIC, BOOT_PARAMS_VERSION, MAX_CMDLINE,
+    BOOT_PARAMS_HAS_CMDLINE,
+    BOOT_PARAMS_HEADER,
+    BOOT_PARAMS_MAGIC,
+    BOOT_PARAMS_VERSION,
+    MAX_CMDLINE,
 )
 
 # magic u32, version u32, PVH entry u32, flags u32, RAM size u64, command-line length u32, reserved u32

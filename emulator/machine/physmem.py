@@ -13,7 +13,6 @@ import mmap
 from unicorn import UC_PROT_ALL, UC_PROT_EXEC, UC_PROT_READ, Uc
 
 from emulator.errors import FirmwareError, GuestMemoryError, UsageError
-
 from emulator.layout import LOW_MEMORY_END, MAX_RAM_MIB, MIN_RAM_MIB, ROM_BASE, ROM_SIZE
 
 

@@ -68,25 +68,20 @@ def summarize_trace(trace: Trace) -> dict[str, Any]:
 def render(summary: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]{summary.get('image')}[/] cmdline={summary.get('cmdline')!r}: "
                   f"{summary['events']} events" + ("" if summary.get("complete", True) else " (trace ends early)"))
-    counts = Table(title="events by kind")
-    counts.add_column("kind")
-    counts.add_column("count", justify="right")
-    for kind, n in summary["counts"].items():
-        counts.add_row(kind, str(n))
-    console.print(counts)
+    console.print(_two_columns("events by kind", "kind", "count", summary["counts"].items()))
     console.print(f"bytes requested {summary['bytes_requested']}, peak live {summary['peak_live_bytes']} bytes in "
                   f"{summary['peak_live_blocks']} blocks, live at exit {summary['live_at_exit']['bytes']} bytes in "
                   f"{summary['live_at_exit']['blocks']} blocks, violations {summary.get('violations', 0)}")
-    hist = Table(title="request sizes")
-    hist.add_column("bytes")
-    hist.add_column("allocations", justify="right")
-    for bucket, n in summary["size_histogram"].items():
-        hist.add_row(bucket, str(n))
-    console.print(hist)
+    console.print(_two_columns("request sizes", "bytes", "allocations", summary["size_histogram"].items()))
     for key, unit in (("top_sites_by_count", "count"), ("top_sites_by_bytes", "bytes")):
-        table = Table(title=f"top call sites by {unit}")
-        table.add_column("call site")
-        table.add_column(unit, justify="right")
-        for row in summary[key]:
-            table.add_row(row["site"], str(row[unit]))
-        console.print(table)
+        rows = [(row["site"], row[unit]) for row in summary[key]]
+        console.print(_two_columns(f"top call sites by {unit}", "call site", unit, rows))
+
+
+def _two_columns(title: str, label: str, unit: str, rows) -> Table:
+    table = Table(title=title)
+    table.add_column(label)
+    table.add_column(unit, justify="right")
+    for name, value in rows:
+        table.add_row(str(name), str(value))
+    return table

@@ -16,9 +16,9 @@ from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 from unicorn import UC_HOOK_CODE, Uc
 
 import emulator.machine.cpu as cpu_state
-from emulator.trace.events import ENTRY_POINTS, AllocEvent, HeapState
-from emulator.image.symbols import SymbolTable
 from emulator.errors import GuestMemoryError
+from emulator.image.symbols import SymbolTable
+from emulator.trace.events import ENTRY_POINTS, AllocEvent, HeapState
 
 ARG_REGISTERS = ("rdi", "rsi", "rdx", "rcx")
 
