@@ -123,6 +123,8 @@ class TracedBoot:
         if self.writer is not None:
             self.writer.event(event)
             self._flush_violations()
+            if self.writer.error is not None:
+                self.machine.interrupt(f"the trace could not be written ({self.writer.error.strerror})")
         if self._on_event is not None:
             self._on_event(event)
 

@@ -47,3 +47,18 @@ class GuestCallError(EmulatorError):
     def __init__(self, message: str, fault=None) -> None:
         super().__init__(message)
         self.fault = fault  # the FaultReport when the function faulted
+
+
+class GuestStopped(EmulatorError):
+    """A command that needs a guest to boot and exit with success found it stopped otherwise
+    (a failure, a fault, a limit); the exit code is that stop's own."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class OutputError(EmulatorError):
+    """A file or stream the user named could not be written (a full disk, a closed device)."""
+
+    exit_code = 5

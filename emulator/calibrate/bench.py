@@ -17,8 +17,9 @@ from keystone import KS_ARCH_X86, KS_MODE_64, Ks
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 from unicorn import x86_const as x86
 
+from emulator.errors import GuestStopped
 from emulator.machine.board import Machine
-from emulator.machine.records import BootConfig
+from emulator.machine.records import BootConfig, StopReason
 from emulator.machine.session import prepare
 
 CODE_BASE, DATA_BASE = 0x10000, 0x100000
@@ -92,15 +93,50 @@ def loop_speeds(iterations: int = 3_000_000) -> list[Speed]:
     return speeds
 
 
-def boot_speeds(image: Path, cmdline: str, firmware: Path | None = None) -> list[Speed]:
+class Boots:
+    """The benchmark's guest boots: the same limits for each, one host signal stops the current one
+    and the rest, and a boot that does not exit normally is an error, not a meaningless speed."""
+
+    def __init__(self, image: Path, firmware: Path | None = None, max_insns: int | None = None,
+                 timeout: float | None = None) -> None:
+        self.image, self.firmware = image, firmware
+        self.max_insns, self.timeout = max_insns, timeout
+        self._current: Machine | None = None
+        self.interrupted: str | None = None
+
+    def interrupt(self, why: str) -> None:
+        self.interrupted = why
+        if self._current is not None:
+            self._current.interrupt(why)
+
+    def config(self, cmdline: str) -> BootConfig:
+        return BootConfig(cmdline=cmdline, max_insns=self.max_insns, timeout=self.timeout)
+
+    def run(self, machine: Machine, result_of=lambda machine: machine.run()):
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self._current = machine
+        try:
+            result = result_of(machine)
+        finally:
+            self._current = None
+        run_result = getattr(result, "result", result)
+        if self.interrupted:
+            raise KeyboardInterrupt
+        if run_result.stop_reason is not StopReason.EXIT or run_result.exit_code != 0:
+            raise GuestStopped(f"bench needs an image that boots and exits with success; with command line "
+                               f"{run_result.cmdline!r} it stopped: {run_result.detail}", run_result.exit_code)
+        return result
+
+
+def boot_speeds(boots: Boots, cmdline: str) -> list[Speed]:
     """The same boot without and with allocation tracing and checking."""
     from emulator.api import TracedBoot
 
-    config = BootConfig(cmdline=cmdline)
-    machine: Machine = prepare(image, config, firmware=firmware)
-    plain = machine.run()
-    traced_boot = TracedBoot(image, config, firmware=firmware, check=True)
-    run = traced_boot.run()
+    config = boots.config(cmdline)
+    plain = boots.run(prepare(boots.image, config, firmware=boots.firmware))
+    traced_boot = TracedBoot(boots.image, config, firmware=boots.firmware, check=True)
+    run = boots.run(traced_boot.machine, lambda _: traced_boot.run())
     label = f"boot {cmdline!r}"
     return [Speed(label, plain.instructions, plain.wall_seconds),
             Speed(f"{label} traced+checked ({len(run.events)} events)", run.result.instructions,
@@ -127,10 +163,9 @@ def guest_benchmarks(serial: str) -> list[dict[str, Any]]:
     return rows
 
 
-def guest_run(image: Path, firmware: Path | None = None) -> list[dict[str, Any]]:
+def guest_run(boots: Boots) -> list[dict[str, Any]]:
     """Boot with `bench` and collect the guest's own rdtsc-timed results."""
-    machine = prepare(image, BootConfig(cmdline="bench"), firmware=firmware)
-    result = machine.run()
+    result = boots.run(prepare(boots.image, boots.config("bench"), firmware=boots.firmware))
     return guest_benchmarks(result.serial.decode("utf-8", errors="replace"))
 
 

@@ -10,34 +10,20 @@ from pathlib import Path
 from rich.console import Console
 
 from emulator.api import TracedBoot
-from emulator.cli.output import write_report
-from emulator.cli.signals import StopOnCtrlC
+from emulator.cli.output import EPIPE_EXIT, SerialStream, refuse_overwriting_input, write_report
 from emulator.cli.status import StatusLine
 from emulator.cli.stepper import CodeView, Stepper
-from emulator.errors import UsageError
+from emulator.errors import ImageError, UsageError
 from emulator.image.bundled import bundled_kernel
 from emulator.image.loader import load_image
+from emulator.layout import MAX_RAM_MIB
+from emulator.machine.hostsignals import STOP_SIGNALS, StopOnSignals
 from emulator.machine.records import BootConfig, StopReason
 from emulator.report.memory import page_tables
 from emulator.report.profile import flat_profile
 from emulator.report.run import build_report
 from emulator.report.trace_summary import render, summarize_trace
 from emulator.trace.format import read_trace
-
-
-class _SerialStream:
-    """Serial bytes to stdout as they come; flushed per line so a pipe sees them live."""
-
-    def __init__(self) -> None:
-        self._out = sys.stdout.buffer
-
-    def __call__(self, data: bytes) -> None:
-        self._out.write(data)
-        if b"\n" in data:
-            self._out.flush()
-
-    def close(self) -> None:
-        self._out.flush()
 
 
 def _config(args: argparse.Namespace) -> BootConfig:
@@ -49,11 +35,14 @@ def _config(args: argparse.Namespace) -> BootConfig:
     )
 
 
-def _finish_run(boot: TracedBoot, stream: _SerialStream):
+def _finish_run(boot: TracedBoot, stream: SerialStream):
     with StatusLine(lambda: boot.machine.total_instructions):
         run = boot.run()  # a Ctrl-C ends this with stop reason "interrupted"
     stream.close()
+    stream.check()
     result = run.result
+    if stream.closed_by_reader:
+        return run  # a closed pipe ends the command quietly
     if result.fault is not None:
         print(result.fault.render(), file=sys.stderr)
     for violation in run.violations:
@@ -65,13 +54,17 @@ def _finish_run(boot: TracedBoot, stream: _SerialStream):
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
-    stream = _SerialStream()
+    if args.report:
+        refuse_overwriting_input(args.report, (args.image,), "the report")
+    stream = SerialStream()
     boot = TracedBoot(args.image, _config(args), firmware=args.firmware, check=args.check, on_serial=stream)
-    with StopOnCtrlC(boot.machine.interrupt):
-        return _boot_outputs(boot, args, stream)
+    stream.on_failure = boot.machine.interrupt  # nobody reads the output any more: stop the guest
+    with StopOnSignals(boot.machine.interrupt, STOP_SIGNALS, keep_blocked=True):
+        code = _boot_outputs(boot, args, stream)
+    return EPIPE_EXIT if stream.closed_by_reader else code
 
 
-def _boot_outputs(boot: TracedBoot, args: argparse.Namespace, stream: _SerialStream) -> int:
+def _boot_outputs(boot: TracedBoot, args: argparse.Namespace, stream: SerialStream) -> int:
     run = _finish_run(boot, stream)
     if args.screen:
         print(run.result.screen, file=sys.stderr)
@@ -107,11 +100,15 @@ def print_profile(machine, result, top: int = 25) -> None:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    stream = _SerialStream()
+    refuse_overwriting_input(args.output, (args.image,), "the trace")
+    stream = SerialStream()
     boot = TracedBoot(args.image, _config(args), firmware=args.firmware, trace_path=args.output,
                       check=not args.no_check, backtrace_depth=args.backtrace_depth, on_serial=stream)
-    with StopOnCtrlC(boot.machine.interrupt):
+    stream.on_failure = boot.machine.interrupt
+    with StopOnSignals(boot.machine.interrupt, STOP_SIGNALS, keep_blocked=True):
         run = _finish_run(boot, stream)
+    if stream.closed_by_reader:
+        return EPIPE_EXIT
     print(f"aeth-emu: {len(run.events)} events written to {args.output}", file=sys.stderr)
     return run.exit_code
 
@@ -125,29 +122,52 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_trace(path: Path) -> bool:
+ELF_MAGIC = b"\x7fELF"
+
+
+def _open_source(path: Path):
+    """The `step` source opened once (a pipe cannot be read twice), and whether it is an ELF image."""
     try:
-        with open(path, "rb") as f:
-            return f.read(1) == b"{"
-    except OSError:
+        stream = open(path, "rb")
+    except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return stream, stream.peek(len(ELF_MAGIC))[: len(ELF_MAGIC)] == ELF_MAGIC
+
+
+def _trace_image(trace, trace_path: Path):
+    """The image a trace names, for disassembly: None if it is gone, changed, or no longer an ELF."""
+    named = trace.header.get("image")
+    if not named:
+        return None
+    path = Path(named)
+    if not path.is_absolute() and trace_path.is_file():
+        path = trace_path.parent / path  # a header's relative path is relative to the trace
+    try:
+        image = load_image(path, MAX_RAM_MIB << 20)
+    except ImageError:
+        return None
+    return image if image.sha256 == trace.header.get("image_sha256") else None
 
 
 def cmd_step(args: argparse.Namespace) -> int:
     source = Path(args.source)
     console = Console()
-    if _is_trace(source):
-        trace = read_trace(source)
-        events = list(trace.events)
-        image_path = trace.header.get("image")
-        image = None
-        if image_path and Path(image_path).is_file():
-            candidate = load_image(image_path, 4096 << 20)
-            image = candidate if candidate.sha256 == trace.header.get("image_sha256") else None
+    stream, is_image = _open_source(source)
+    with stream:
+        if not is_image:
+            trace = read_trace(stream)
+    if is_image:
+        boot = TracedBoot(source, _config(args), firmware=args.firmware)
+        with StopOnSignals(boot.machine.interrupt, STOP_SIGNALS):  # unblocked again for stepping
+            run = boot.run()
+        if run.result.stop_reason is not StopReason.EXIT:
+            print(f"aeth-emu: stopped: {run.result.detail}; stepping through the {len(run.events)} events "
+                  f"before it", file=sys.stderr)
+        events, image = list(run.events), boot.machine.image
     else:
-        boot = TracedBoot(source, BootConfig(cmdline=args.cmdline, memory_mib=args.memory), firmware=args.firmware)
-        events = list(boot.run().events)
-        image = boot.machine.image
+        events, image = list(trace.events), _trace_image(trace, source)
     code = None
     if image is not None:
         code = CodeView([(seg.vaddr, seg.data) for seg in image.segments if "x" in seg.flags], image.symbols)
@@ -164,15 +184,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from emulator.calibrate import bench
 
-    image = Path(args.image) if args.image else bundled_kernel()
-    firmware = Path(args.firmware) if args.firmware else None
+    boots = bench.Boots(Path(args.image) if args.image else bundled_kernel(),
+                        Path(args.firmware) if args.firmware else None, args.max_insns, args.timeout)
     console = Console(stderr=True)
     steps = [("MIPS workload", lambda: bench.loop_speeds(args.iterations)),
-             ("boot, plain and traced", lambda: [bench.boot_speeds(image, cmdline, firmware)
-                                                 for cmdline in ("", "test")]),
-             ("in-guest benchmarks", lambda: bench.guest_run(image, firmware))]
+             ("boot, plain and traced", lambda: [bench.boot_speeds(boots, cmdline) for cmdline in ("", "test")]),
+             ("in-guest benchmarks", lambda: bench.guest_run(boots))]
     results = []
-    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+    with StopOnSignals(boots.interrupt, STOP_SIGNALS), \
+            Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("bench", total=len(steps))
         for label, step in steps:
             progress.update(task, description=label)

@@ -1,15 +1,133 @@
-"""Writing the files a user names: the JSON run report."""
+"""Writing what the user asked for, carefully: the serial stream on stdout and the report file.
+
+A regular file is replaced atomically in its own directory; a device, FIFO or `/dev/stdout` is
+opened and written, never renamed over; a symlink is followed. A closed pipe on stdout stops the
+guest quietly (as Unix tools end on EPIPE); any other write error is one line and exit code 5.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from emulator.errors import OutputError, UsageError
+
+EPIPE_EXIT = 141  # what a shell reports for a tool ended by SIGPIPE
+
+
+class SerialStream:
+    """Serial bytes to stdout as they come; flushed per line so a pipe sees them live."""
+
+    def __init__(self) -> None:
+        self._out = sys.stdout.buffer
+        self.on_failure: Callable[[str], None] | None = None  # e.g. stop the guest
+        self.closed_by_reader = False
+        self.error: OSError | None = None
+
+    def __call__(self, data: bytes) -> None:
+        if self.closed_by_reader or self.error is not None:
+            return
+        try:
+            self._out.write(data)
+            if b"\n" in data:
+                self._out.flush()
+        except OSError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        if exc.errno == errno.EPIPE:
+            self.closed_by_reader = True
+            _silence_stdout()
+            why = "standard output was closed"
+        else:
+            self.error = exc
+            why = f"the serial output could not be written ({exc.strerror})"
+        if self.on_failure is not None:
+            self.on_failure(why)
+
+    def close(self) -> None:
+        if self.closed_by_reader or self.error is not None:
+            return
+        try:
+            self._out.flush()
+        except OSError as exc:
+            self._failed(exc)
+
+    def check(self) -> None:
+        """After the run: a write error is the command's result."""
+        if self.error is not None:
+            raise OutputError(f"cannot write the serial output to standard output: {self.error.strerror}")
+
+
+def _silence_stdout() -> None:
+    # Later writes and the interpreter's own flush at exit must not fail on the closed pipe.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def refuse_overwriting_input(path: str | Path, inputs: tuple[str | Path, ...], what: str) -> None:
+    """A report or trace path that names an input file would destroy it: refuse (exit 2)."""
+    for source in inputs:
+        try:
+            if os.path.samefile(path, source):
+                raise UsageError(f"{what} {path} is the input {source}; choose another file")
+        except OSError:
+            continue  # one of them does not exist yet: not the same file
+
+
+def write_text_file(path: str | Path, text: str, what: str) -> None:
+    target = os.path.realpath(path)  # a symlink is written through, not replaced
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} {path}: {exc.strerror}") from None
+    try:
+        if mode is not None and not stat.S_ISREG(mode):
+            if stat.S_ISDIR(mode):
+                raise OutputError(f"cannot write {what} {path}: it is a directory")
+            with open(target, "w", encoding="utf-8") as f:  # a device or FIFO: write, never rename
+                f.write(text)
+            return
+        _replace_atomically(target, text, mode)
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+
+
+def _replace_atomically(target: str, text: str, mode: int | None) -> None:
+    # Written next to the target first, so an interrupted write never leaves half a file; the
+    # file keeps its permissions (a new one gets the usual ones, not mkstemp's 0600).
+    folder = os.path.dirname(target) or "."
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
+    try:
+        os.fchmod(fd, stat.S_IMODE(mode) if mode is not None else 0o666 & ~_umask())
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
 
 def write_report(path: str | Path, report: dict[str, Any]) -> None:
-    # Written to a temporary name first so an interrupted write never leaves half a report.
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(path)
+    write_text_file(path, json.dumps(report, indent=2) + "\n", "report")

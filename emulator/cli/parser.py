@@ -43,13 +43,22 @@ def _add_firmware_option(p: argparse.ArgumentParser) -> None:
 
 def _add_boot_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="kernel image: a PVH ELF64 (e.g. images/kernel.elf)")
+    _add_run_options(p)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """What every command that runs a guest takes: the same limits everywhere."""
     p.add_argument("--cmdline", default="", help="kernel command line (default: empty)")
     p.add_argument("--no-cmdline", action="store_true", help="boot with no command line at all (cmdline_paddr 0)")
     p.add_argument("--memory", type=_positive_int, default=DEFAULT_RAM_MIB, metavar="MIB",
                    help=f"RAM size in MiB (default {DEFAULT_RAM_MIB}, at least 64)")
-    p.add_argument("--max-insns", type=_positive_int, metavar="N", help="stop after N instructions (exit 4)")
-    p.add_argument("--timeout", type=_positive_float, metavar="S", help="stop after S seconds of host time (exit 4)")
+    _add_limit_options(p, "the guest")
     _add_firmware_option(p)
+
+
+def _add_limit_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--max-insns", type=_positive_int, metavar="N", help=f"stop {what} after N instructions (exit 4)")
+    p.add_argument("--timeout", type=_positive_float, metavar="S", help=f"stop {what} after S seconds of host time (exit 4)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,14 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     step = sub.add_parser("step", help="step through a boot's allocations (an image, or a trace file)")
     step.add_argument("source", help="kernel image to boot, or a trace file (.jsonl)")
-    step.add_argument("--cmdline", default="", help="kernel command line when booting an image")
-    step.add_argument("--memory", type=_positive_int, default=DEFAULT_RAM_MIB, metavar="MIB", help="RAM size in MiB")
-    _add_firmware_option(step)
+    _add_run_options(step)
 
     bench = sub.add_parser("bench", help="host speed ratios and the kernel's in-guest benchmarks, in one run")
     bench.add_argument("image", nargs="?", help="kernel image (default: the kernel shipped with aeth-emu)")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     _add_firmware_option(bench)
+    _add_limit_options(bench, "each boot")
     bench.add_argument("--iterations", type=_positive_int, default=3_000_000, metavar="N", help="loop iterations for the MIPS workload")
 
     validate = sub.add_parser("validate", help="compare the cycle model with this host CPU running the same code")

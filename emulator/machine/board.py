@@ -288,9 +288,9 @@ class Machine:
         if self.uc is not None:
             self.uc.emu_stop()
 
-    def interrupt(self) -> None:
-        """Stop the guest from another thread (Ctrl-C); safe to call more than once."""
-        self._request_stop(StopReason.INTERRUPTED, "interrupted by Ctrl-C")
+    def interrupt(self, why: str = "interrupted by Ctrl-C") -> None:
+        """Stop the guest from another thread (a host signal); safe to call more than once."""
+        self._request_stop(StopReason.INTERRUPTED, why)
 
     def _guest_exit(self, value: int) -> None:
         self._request_stop(StopReason.EXIT, f"guest wrote 0x{value:x} to isa-debug-exit", guest_exit_value=value)

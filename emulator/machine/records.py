@@ -5,8 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from emulator.layout import DEFAULT_RAM_MIB
+import math
+
+from emulator.errors import UsageError
+from emulator.layout import DEFAULT_RAM_MIB, MAX_RAM_MIB, MIN_RAM_MIB
+from emulator.machine.bootparams import encode_cmdline
 from emulator.machine.faults import FaultReport
+
+MAX_INSNS = 1 << 62  # far beyond any run, and safely inside the native counter's u64
+MAX_TIMEOUT_S = 1e7  # about 115 days: beyond any run, and inside what a host timer accepts
 
 
 class StopReason(str, Enum):
@@ -25,10 +32,30 @@ EXIT_CODES = {StopReason.FAULT: 3, StopReason.MAX_INSNS: 4, StopReason.TIMEOUT: 
 
 @dataclass(frozen=True)
 class BootConfig:
+    """How to run a boot. Checked when made, the same for the API and the command line."""
+
     cmdline: str | None = ""  # None: no command line at all (cmdline_paddr = 0)
     memory_mib: int = DEFAULT_RAM_MIB
-    max_insns: int | None = None
-    timeout: float | None = None
+    max_insns: int | None = None  # stop after this many instructions
+    timeout: float | None = None  # stop after this many seconds of host time
+
+    def __post_init__(self) -> None:
+        if self.cmdline is not None and not isinstance(self.cmdline, str):
+            raise UsageError(f"the kernel command line must be text or None, not {type(self.cmdline).__name__}")
+        encode_cmdline(self.cmdline)
+        if not _whole(self.memory_mib) or not MIN_RAM_MIB <= self.memory_mib <= MAX_RAM_MIB:
+            raise UsageError(f"RAM of {self.memory_mib!r} MiB: RAM must be {MIN_RAM_MIB} to {MAX_RAM_MIB} MiB")
+        if self.max_insns is not None and not (_whole(self.max_insns) and 1 <= self.max_insns <= MAX_INSNS):
+            raise UsageError(f"the instruction limit {self.max_insns!r} must be a whole number from 1 to {MAX_INSNS}")
+        if self.timeout is not None:
+            ok = isinstance(self.timeout, (int, float)) and not isinstance(self.timeout, bool)
+            if not (ok and math.isfinite(self.timeout) and 0 < self.timeout <= MAX_TIMEOUT_S):
+                raise UsageError(f"the time limit {self.timeout!r} must be a number of seconds above 0 and at most "
+                                 f"{MAX_TIMEOUT_S:g}")
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,159 @@
+"""Checking trace records against the documented schema (docs/trace-format.md) before use.
+
+A trace is input like any other: every record is checked field by field, and what is wrong is
+named with its line and field, so a hostile or damaged file is one clear error, never a crash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from emulator.errors import TraceFormatError
+from emulator.trace.events import KINDS, AllocEvent, HeapState
+
+U64 = (1 << 64) - 1
+MAX_BACKTRACE = 4096  # frames kept per event; more is not a trace this tool wrote
+MAX_FREE_LIST = 1 << 20
+
+
+class _Record:
+    """One record's fields, with the line it came from for messages."""
+
+    def __init__(self, where: str, data: Any, what: str) -> None:
+        if not isinstance(data, dict):
+            raise TraceFormatError(f"{where}: {what} must be an object, not {_kind(data)}")
+        self.where, self.data, self.what = where, data, what
+
+    def fail(self, field: str, expected: str) -> TraceFormatError:
+        value = self.data.get(field)
+        return TraceFormatError(f"{self.where}: {self.what} field '{field}' must be {expected}, not {_show(value)}")
+
+    def has(self, field: str) -> bool:
+        return field in self.data and self.data[field] is not None
+
+    def count(self, field: str, default: int | None = None, *, nullable: bool = False) -> int | None:
+        if not self.has(field):
+            if field in self.data and nullable:
+                return None
+            if default is None and not nullable:
+                raise TraceFormatError(f"{self.where}: {self.what} has no '{field}'")
+            return default
+        value = self.data[field]
+        if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= U64):
+            raise self.fail(field, "a whole number from 0 to 2^64-1")
+        return value
+
+    def address(self, field: str, *, required: bool = False, nullable: bool = True) -> int | None:
+        if not self.has(field):
+            if required or not nullable:
+                raise TraceFormatError(f"{self.where}: {self.what} has no '{field}'")
+            return None
+        return _address(self, field, self.data[field])
+
+    def text(self, field: str, default: str | None = "", *, nullable: bool = False) -> str | None:
+        if not self.has(field):
+            return None if nullable else default
+        value = self.data[field]
+        if not isinstance(value, str):
+            raise self.fail(field, "a string")
+        return value
+
+    def flag(self, field: str, default: bool) -> bool:
+        if field not in self.data:
+            return default
+        value = self.data[field]
+        if not isinstance(value, bool):
+            raise self.fail(field, "true or false")
+        return value
+
+
+def _address(record: _Record, field: str, value: Any) -> int:
+    if isinstance(value, str) and value[:2] in ("0x", "0X") and 2 < len(value) <= 18:
+        try:
+            return int(value, 16)
+        except ValueError:
+            pass
+    raise record.fail(field, 'an address string such as "0x1000"')
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def header(where: str, data: Any, fmt: str, version: int) -> dict[str, Any]:
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise TraceFormatError(f"{where}: not an aeth-emu trace (no '{fmt}' header)")
+    record = _Record(where, data, "the header")
+    found = data.get("version")
+    if not (isinstance(found, int) and not isinstance(found, bool)):
+        raise record.fail("version", "a whole number")
+    if found != version:
+        raise TraceFormatError(f"{where}: trace format version {found}; this aeth-emu reads version {version}")
+    for field in ("image", "image_sha256", "cmdline", "allocator"):
+        record.text(field, nullable=True)
+    points = data.get("entry_points", [])
+    if not (isinstance(points, list) and all(isinstance(p, str) for p in points)):
+        raise record.fail("entry_points", "a list of strings")
+    return data
+
+
+def event(where: str, data: Any) -> AllocEvent:
+    r = _Record(where, data, "event")
+    kind = r.text("kind", None)
+    if kind not in KINDS:
+        raise r.fail("kind", "one of " + ", ".join(KINDS))
+    backtrace = data.get("backtrace", [])
+    if not (isinstance(backtrace, list) and len(backtrace) <= MAX_BACKTRACE and all(isinstance(f, str) for f in backtrace)):
+        raise r.fail("backtrace", "a list of strings")
+    releases = kind in ("dealloc", "realloc")
+    return AllocEvent(
+        seq=r.count("seq"), kind=kind, size=r.count("size"), align=r.count("align"),
+        ptr=r.address("ptr", required=releases), old_size=r.count("old_size", nullable=kind != "realloc"),
+        result=r.address("result"), returned=r.flag("returned", False),
+        insn_entry=r.count("insn_entry", 0), insn_return=r.count("insn_return", nullable=True),
+        cycles_entry=r.count("cycles_entry", 0), cycles_return=r.count("cycles_return", nullable=True),
+        call_site=r.address("call_site") or 0, return_address=r.address("return_address") or 0,
+        caller=r.text("caller"), backtrace=tuple(backtrace), depth=r.count("depth", 0),
+        heap=_heap(where, data.get("heap")),
+    )
+
+
+def _heap(where: str, data: Any) -> HeapState:
+    if data is None:
+        return HeapState()
+    r = _Record(where, data, "event heap")
+    free_list = data.get("free_list", [])
+    if not isinstance(free_list, list) or len(free_list) > MAX_FREE_LIST:
+        raise r.fail("free_list", "a list of [address, size] pairs")
+    pairs = []
+    for item in free_list:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], int) and not isinstance(item[1], bool)
+                and 0 <= item[1] <= U64):
+            raise r.fail("free_list", "a list of [address, size] pairs")
+        pairs.append((_address(r, "free_list", item[0]), item[1]))
+    return HeapState(used=r.count("used", nullable=True), free=r.count("free", nullable=True),
+                     free_blocks=r.count("free_blocks", nullable=True), live_blocks=r.count("live_blocks", 0),
+                     live_bytes=r.count("live_bytes", 0), free_list=tuple(pairs))
+
+
+def violation(where: str, data: Any) -> dict[str, Any]:
+    r = _Record(where, data, "violation")
+    return {"seq": r.count("seq"), "kind": r.text("kind"), "message": r.text("message")}
+
+
+def end(where: str, data: Any) -> dict[str, Any]:
+    r = _Record(where, data, "end record")
+    out: dict[str, Any] = {}
+    for field in ("stop_reason",):
+        if field in data:
+            out[field] = r.text(field)
+    for field in ("exit_code", "instructions", "cycles", "live_blocks", "live_bytes"):
+        if field in data:
+            out[field] = r.count(field)
+    return out
