@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from emulator.guestmem.virtual import VirtualMemory
@@ -19,6 +19,7 @@ from emulator.heap.guest_view import GuestHeap
 from emulator.heap.kernel_view import kernel_heap_stats
 from emulator.heap.views import HeapViews
 from emulator.image.symbols import SymbolTable
+from emulator.lifetimes import weak_callback
 from emulator.machine.board import Machine
 from emulator.machine.records import BootConfig, RunResult, StopReason
 from emulator.machine.session import prepare
@@ -34,6 +35,8 @@ class BootRun:
     violations: tuple[Violation, ...]
     heap: HeapViews
     machine: Machine
+    # Keeps the tracer, whose hooks reach it weakly, alive for as long as `call()` can run
+    tracing: TracedBoot | None = field(default=None, repr=False, compare=False)
 
     @property
     def exit_code(self) -> int:
@@ -81,12 +84,13 @@ class TracedBoot:
         self.heap = EventHeap()
         self._on_event = on_event
         self.machine = prepare(image, config, firmware=firmware, on_serial=on_serial,
-                               kernel_instruments=(self._attach,))
+                               kernel_instruments=(weak_callback(self._attach),))
         symbols = self.machine.image.symbols
         self.guest_heap = GuestHeap.find(symbols)
         heap_range = self.guest_heap.heap_range() if self.guest_heap else None
         self.checker = HeapChecker(self.heap, heap_range) if check else None
-        self.tracer = AllocationTracer(symbols, self._counters, self._memory_now, self._record, backtrace_depth)
+        self.tracer = AllocationTracer(symbols, weak_callback(self._counters, (0, 0)), weak_callback(self._memory_now),
+                                       weak_callback(self._record), backtrace_depth)
         self.writer = None
         if trace_path is not None:
             self.writer = TraceWriter(trace_path, {
@@ -153,7 +157,7 @@ class TracedBoot:
                                "instructions": result.instructions, "cycles": result.cycles,
                                "live_blocks": self.heap.live_blocks, "live_bytes": self.heap.live_bytes})
         violations = tuple(self.checker.violations) if self.checker else ()
-        return BootRun(result, tuple(self.events), violations, views, self.machine)
+        return BootRun(result, tuple(self.events), violations, views, self.machine, self)
 
 
 def boot(

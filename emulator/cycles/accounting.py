@@ -96,6 +96,7 @@ from emulator.cycles.coster import BlockCoster
 from emulator.cycles.native import COUNTERS, DECODE_CB, VMEM_READ, CParams, load_native, uc_function
 from emulator.cycles.params import CycleParams, load_params, millicycles
 from emulator.errors import CycleModelError
+from emulator.lifetimes import weak_callback
 from emulator.machine import cpu
 
 # -- the accounting object ---------------------------------------------------------------------
@@ -110,11 +111,9 @@ def _tiles_block(insns: list, size: int) -> bool:
     return not any(i[2].startswith(_ENDS_BLOCK) for i in insns[:-1])
 
 
-def _release(lib, uc, handles, state) -> None:
-    # Holding `uc` keeps the engine open until its hooks are gone and the state is freed.
-    for h in handles:
-        uclib.uc_hook_del(uc._uch, h)
-    handles.clear()
+def _free_state(lib, state, decode_thunk) -> None:
+    # Runs when the Unicorn instance is collected: no emulation can call the hooks any more,
+    # and the engine closes by itself, so freeing the model's state is all there is to do.
     lib.cm_free(state)
 
 
@@ -130,7 +129,10 @@ class CycleAccounting:
         self._cs = {bits: Cs(CS_ARCH_X86, m) for bits, m in ((16, CS_MODE_16), (32, CS_MODE_32), (64, CS_MODE_64))}
         for cs in self._cs.values():
             cs.detail = True
-        self._decode_cb = DECODE_CB(self._decode)
+        # The native state lives exactly as long as the Unicorn instance it hooks (it is freed with
+        # it, below); the decode thunk reaches this object weakly, so nothing the engine holds
+        # keeps the accounting, or through it the engine, alive.
+        self._decode_cb = DECODE_CB(weak_callback(self._decode, dead=1))
         self._decode_error: BaseException | None = None
         p = self.params
 
@@ -160,7 +162,7 @@ class CycleAccounting:
         if not self._state:
             raise CycleModelError("the native cycle model refused its parameters (check cycle_model.toml)")
         self._handles: list[int] = []
-        self._finalizer = weakref.finalize(self, _release, self._lib, uc, self._handles, self._state)
+        weakref.finalize(uc, _free_state, self._lib, self._state, self._decode_cb)
 
     # -- hooks --
 

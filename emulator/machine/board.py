@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 
 from unicorn import (
-    UC_ARCH_X86,
     UC_HOOK_INSN,
     UC_HOOK_INSN_INVALID,
     UC_HOOK_INTR,
@@ -43,7 +42,8 @@ from emulator.layout import (
     RESET_VECTOR,
     ROM_BASE,
 )
-from emulator.machine import cpu
+from emulator.lifetimes import weak_callback
+from emulator.machine import cpu, engine
 from emulator.machine.bootparams import boot_parameter_block
 from emulator.machine.devices.bus import PortBus
 from emulator.machine.devices.simple import A20Gate, IsaDebugExit, PostPort
@@ -69,6 +69,7 @@ class Machine:
         on_serial: Callable[[bytes], None] | None = None,
         kernel_instruments: tuple[Callable[[Uc], None], ...] = (),
     ) -> None:
+        engine.collect_closed()
         self.image = image
         self.config = config
         self.memory = PhysicalMemory(config.memory_mib, firmware)
@@ -78,11 +79,11 @@ class Machine:
         self._stop: Stop | None = None
         self._lock = threading.Lock()
         self.bus = PortBus()
-        self.uart = Uart16550(COM1, self._serial_out)
+        self.uart = Uart16550(COM1, weak_callback(self._serial_out))
         self.post = PostPort()
         self.a20 = A20Gate()
         self.bus.attach(self.uart, COM1, COM1_PORTS)
-        self.bus.attach(IsaDebugExit(self._guest_exit), DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)
+        self.bus.attach(IsaDebugExit(weak_callback(self._guest_exit)), DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)
         self.bus.attach(self.post, POST_PORT, 1)
         self.bus.attach(self.a20, A20_PORT, 1)
         self.uc: Uc | None = None  # the instance currently running (or last run)
@@ -103,14 +104,15 @@ class Machine:
             self.memory.write(seg.paddr, seg.data)  # RAM starts zeroed, so .bss needs nothing
 
     def _new_cpu(self, mode: int) -> Uc:
-        uc = Uc(UC_ARCH_X86, mode)
+        uc = engine.new_engine(mode, owner=self)
         self.memory.map_into(uc)
-        uc.hook_add(UC_HOOK_INSN, self._port_in, None, 1, 0, x86.UC_X86_INS_IN)
-        uc.hook_add(UC_HOOK_INSN, self._port_out, None, 1, 0, x86.UC_X86_INS_OUT)
-        uc.hook_add(UC_HOOK_INTR, self._interrupt)
-        uc.hook_add(UC_HOOK_INSN_INVALID, self._invalid_instruction)
-        uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._unmapped_access)
-        uc.hook_add(UC_HOOK_MEM_WRITE_PROT | UC_HOOK_MEM_FETCH_PROT, self._protected_access)
+        # Weak callbacks: the engine must not keep the machine alive (emulator/lifetimes.py).
+        uc.hook_add(UC_HOOK_INSN, weak_callback(self._port_in, dead=0xFFFFFFFF), None, 1, 0, x86.UC_X86_INS_IN)
+        uc.hook_add(UC_HOOK_INSN, weak_callback(self._port_out), None, 1, 0, x86.UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INTR, weak_callback(self._interrupt))
+        uc.hook_add(UC_HOOK_INSN_INVALID, weak_callback(self._invalid_instruction, dead=False))
+        uc.hook_add(UC_HOOK_MEM_UNMAPPED, weak_callback(self._unmapped_access, dead=False))
+        uc.hook_add(UC_HOOK_MEM_WRITE_PROT | UC_HOOK_MEM_FETCH_PROT, weak_callback(self._protected_access, dead=False))
         return uc
 
     # -- running ----------------------------------------------------------------------------
@@ -119,7 +121,7 @@ class Machine:
         started = time.monotonic()
         timer = None
         if self.config.timeout is not None:
-            timer = threading.Timer(self.config.timeout, self._request_stop, (StopReason.TIMEOUT,
+            timer = threading.Timer(self.config.timeout, weak_callback(self._request_stop), (StopReason.TIMEOUT,
                                     f"the time limit of {self.config.timeout:g} s reached"))
             timer.daemon = True
             timer.start()

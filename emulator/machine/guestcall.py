@@ -62,13 +62,16 @@ def call_function(machine: CallHost, function: str | int, args: tuple[int, ...],
     for reg, value in zip(ARGUMENT_REGISTERS, args):
         cpu.write(uc, reg, value & U64)
     cpu.write(uc, "rsp", rsp)
-    failed = machine.run_nested(address, CALL_RETURN, max_insns)
-    rip, rax = cpu.read(uc, "rip"), cpu.read(uc, "rax")
-    uc.context_restore(saved)
     where = machine.image.symbols.describe(address)
+    if address == CALL_RETURN:  # emulation from the stop address would end before its first fetch
+        uc.context_restore(saved)
+        raise GuestCallError(f"{where} did not return: it is the null page, where a fetch faults")
+    failed = machine.run_nested(address, CALL_RETURN, max_insns)
+    rip, rax, after = cpu.read(uc, "rip"), cpu.read(uc, "rax"), cpu.read(uc, "rsp")
+    uc.context_restore(saved)
     if failed is not None:
         raise GuestCallError(f"{where} did not return: {failed.detail}", failed.fault)
-    if rip != CALL_RETURN:
+    if rip != CALL_RETURN or after != rsp + 8:  # a return pops exactly the address pushed
         raise GuestCallError(f"{where} did not return within {max_insns} instructions")
     return rax, (vm.read(result_at, sret) if result_at is not None else None)
 
@@ -79,4 +82,6 @@ def _resolve(machine: CallHost, function: str | int) -> int:
         if symbol is None:
             raise GuestCallError(f"the image has no symbol named {function!r}")
         return symbol.address
+    if not isinstance(function, int) or isinstance(function, bool) or not 0 <= function <= U64:
+        raise GuestCallError(f"{function!r} is not a 64-bit address or a symbol name")
     return function

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
-
-import math
 
 from emulator.errors import UsageError
 from emulator.layout import DEFAULT_RAM_MIB, MAX_RAM_MIB, MIN_RAM_MIB

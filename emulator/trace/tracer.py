@@ -18,6 +18,7 @@ from unicorn import UC_HOOK_CODE, Uc
 import emulator.machine.cpu as cpu_state
 from emulator.errors import GuestMemoryError
 from emulator.image.symbols import SymbolTable
+from emulator.lifetimes import weak_callback
 from emulator.trace.events import ENTRY_POINTS, AllocEvent, HeapState
 
 ARG_REGISTERS = ("rdi", "rsi", "rdx", "rcx")
@@ -73,7 +74,7 @@ class AllocationTracer:
 
     def attach(self, uc: Uc) -> None:
         for address in self.entry_points:
-            uc.hook_add(UC_HOOK_CODE, self._on_entry, None, address, address)
+            uc.hook_add(UC_HOOK_CODE, weak_callback(self._on_entry), None, address, address)
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -101,7 +102,7 @@ class AllocationTracer:
         self._pending.append(pending)
         if return_address and return_address not in self._return_sites:
             self._return_sites.add(return_address)
-            uc.hook_add(UC_HOOK_CODE, self._on_return, None, return_address, return_address)
+            uc.hook_add(UC_HOOK_CODE, weak_callback(self._on_return), None, return_address, return_address)
             uc.ctl_remove_cache(return_address, return_address + 1)
 
     def _on_return(self, uc: Uc, address: int, size: int, user_data) -> None:
