@@ -2,8 +2,8 @@
 
 Hook design (why it looks like this): Unicorn has no instruction counter, and a Python hook per
 block, instruction or memory access slows it 10–50× (docs/unicorn-notes.md). So every per-block and
-per-access callback is C (`emulator/native/cyclemodel.c`, built by `pip install` as
-`emulator._cyclemodel` and loaded with ctypes), registered directly with libunicorn's
+per-access callback is C (`emulator/cycles/native/cyclemodel.c`, built by `pip install` as
+`emulator.cycles._cyclemodel` and loaded with ctypes by `native.py`), registered directly with libunicorn's
 `uc_hook_add` from the same library the `unicorn` package loaded:
 
 * `UC_HOOK_BLOCK` counts each executed block's instructions, adds its base cost, touches its
@@ -17,57 +17,13 @@ per-access callback is C (`emulator/native/cyclemodel.c`, built by `pip install`
 * `UC_HOOK_INTR`, `UC_HOOK_INSN_INVALID` and the invalid-memory hooks only note that the current
   block stopped early (they never handle anything; the machine's hooks still decide).
 
-Measured with `measure_mips()` on this host (best of 3, one run; 2 shared cores): load/add/
-store loop — plain Unicorn 164–177 MIPS, empty native block+memory hooks 73–76, counting only
-128–132, full accounting 65–66 (37–40 % of plain; Unicorn's memory-hook dispatch alone leaves
-43–44 %); ALU loop — plain ≈2700, empty hooks ≈1680, counting ≈535, full ≈540 (20 %: without
-hooks QEMU chains these six-instruction blocks; the block hook's own work is what costs here).
-
 Python runs only when the block hook meets a block it has not seen (keyed by address and size):
-it decodes the block with capstone, classifies each instruction, computes the block's cost and
-hands it down (`cm_add_block`). Costs are millicycles internally; `cycles` is the integer part.
+it decodes the block with capstone, classifies each instruction (`classify.py`), costs the
+block (`coster.py`) and hands it down (`cm_add_block`). Costs are millicycles internally;
+`cycles` is the integer part.
 
-Counting rules: a block is counted when it starts; `finish(stop_pc)` takes back the
-instructions from `stop_pc` on when execution stopped inside the last block (fault, `hlt`,
-`emu_stop` from a hook). QEMU runs one iteration of a `rep` string instruction per execution of
-a block that starts at it, so such re-executions count no instruction (a `rep` instruction
-counts once, when its first iteration begins) and cost `rep_iteration`. With a budget,
-execution stops at the first block boundary where the count has reached it (the count may pass
-it by less than one block).
-
-Guest time: `rdtsc` at instruction I returns the model's cycle count *at I*, defined as the
-value `cycles` would have if execution stopped at I and `finish(I)` were called (as after a
-fault at I): the integer part of the base costs of every instruction before I plus every
-penalty charged so far, which includes the cache/TLB penalties of the earlier instructions of
-I's block and the branch and instruction-fetch penalties of entering I's block (a block's
-fetch is charged, for all its lines, when it starts). It excludes I itself (its 35-cycle cost
-comes after the read). `rdtscp` does the same and sets ECX (TSC_AUX) to 0. Successive reads
-are strictly increasing whenever anything costing a cycle ran in between.
-
-Two clocks. The back end: a block takes the time of its busiest resource pool (4 ALUs, 3
-loads, 2 stores, 3 AGUs, 2 branch units, the multiplier, the divider, 6-wide dispatch, and a
-"serial" pool for locked, serialising and microcoded work; each pool's time is the sum of its
-instructions' reciprocal throughputs, a Jcc fused with the ALU op before it being no macro-op of
-its own) or its longest loop-carried register dependency — a path from a register's value at
-block entry to its value at block exit, e.g. 4 cycles for `mov rax, [rax]`, with the L1D latency
-on memory reads — whichever is longer. The front end: one fetch window per cycle, i.e. the
-macro-ops of one 64-byte line up to a taken transfer (at most the op cache's 9); calls and
-returns add a cycle's bubble; a mispredict restarts it behind the back end. A block finishes
-no sooner than the front end delivered it; the front end runs ahead of a busy back end and
-falls behind a stalled one by at most `frontend_window`; the difference is the breakdown's
-`frontend_stall`. An instruction's share of its block's back-end time is proportional to what
-it adds to the pools. Caches are LRU, 64-byte lines, indexed by guest virtual address; a miss
-costs the serving level's latency minus the L1D latency. All parameters, with sources, are in
-`cycle_model.toml`; the figures measured on the host come from `aeth-emu validate --probes`.
-
-Known limits: a stop exactly at the start of the last counted block is read as "it never ran"
-(a precise stop or a fault there) unless the block left a trace (a memory access or an `out`),
-so an asynchronous stop (timeout) right after a memory-free block that jumped to its own start
-undercounts that block; 2 MiB mappings are modelled as 4 KiB pages; caches are indexed by
-virtual address; code rewritten through another virtual alias, or the same bytes run in another
-CPU mode at the same address and size, is not decoded again (`forget_code` does it by hand);
-dependency chains across blocks, memory-carried dependencies (store-to-load forwarding) and
-the overlap of independent cache misses are not modelled.
+The counting rules, what guest `rdtsc` reads, how a block is costed (two clocks, resource
+pools, caches, TLBs, branch prediction) and the model's known limits are in docs/cycle-model.md.
 """
 
 from __future__ import annotations

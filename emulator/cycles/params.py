@@ -56,7 +56,7 @@ class CycleParams:
 
 
 def load_params(path: str | Path | None = None) -> CycleParams:
-    """Read the model's parameters (default: emulator/cycle_model.toml)."""
+    """Read the model's parameters (default: the packaged emulator/cycles/cycle_model.toml)."""
     path = Path(path) if path is not None else DEFAULT_PARAMS
     try:
         d = tomllib.loads(path.read_text())

@@ -1,4 +1,4 @@
-/* Native instruction counter and Zen 4 cycle model behind emulator/cycles.py.
+/* Native instruction counter and Zen 4 cycle model behind emulator/cycles/ (accounting.py).
  *
  * Unicorn calls the hooks below directly (registered from Python with uc_hook_add through
  * ctypes), so nothing runs in Python per instruction or per memory access.  Python is called
@@ -31,10 +31,10 @@ typedef int (*uc_emu_stop_t)(uc_engine *);
 #define UC_X86_REG_RIP 41
 #define UC_X86_REG_CR0 50
 
-/* Control-transfer kind of a block's last instruction (mirrored in cycles.py). */
+/* Control-transfer kind of a block's last instruction (mirrored in emulator/cycles/classify.py). */
 enum { K_NONE = 0, K_COND = 1, K_JMP = 2, K_JMP_IND = 3, K_CALL = 4, K_CALL_IND = 5, K_RET = 6 };
 
-/* Model parameters, all int64, same order as CParams in cycles.py. */
+/* Model parameters, all int64, same order as CParams in emulator/cycles/native.py. */
 typedef struct {
     int64_t l1d_sets, l1d_ways, l1i_sets, l1i_ways, l2_sets, l2_ways, l3_sets, l3_ways;
     int64_t l2_hit, l3_hit, dram;              /* penalties over an L1 hit, millicycles */
@@ -465,7 +465,7 @@ static int hook_mem_invalid(uc_engine *uc, int type, uint64_t addr, int size, in
     return 0;
 }
 
-/* ---- API called from cycles.py through ctypes ---------------------------------------- */
+/* ---- API called from emulator/cycles/ through ctypes ---------------------------------------- */
 
 void cm_free(cm_state *s);
 
@@ -633,7 +633,7 @@ void *cm_hook_out(void) { return (void *)hook_out; }
 void *cm_hook_invalid(void) { return (void *)hook_invalid; }
 void *cm_hook_mem_invalid(void) { return (void *)hook_mem_invalid; }
 
-/* setuptools builds this as a Python extension; cycles.py loads it with ctypes. */
+/* setuptools builds this as a Python extension; emulator/cycles/native.py loads it with ctypes. */
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cyclemodel",
                                     "Native hooks of the cycle model (used through ctypes).", -1,
                                     NULL, NULL, NULL, NULL, NULL};
