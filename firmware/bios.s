@@ -1,4 +1,4 @@
-; Aetherion BIOS: power-on self test and the Xen PVH hand-off (DESIGN.md §3, docs/INTERNALS.md §2-§3).
+; Aetherion BIOS: power-on self test and the Xen PVH hand-off (docs/boot-protocol.md).
 ;
 ; Runs from the 64 KiB ROM at 0xF0000 in real mode. Labels are linear addresses, so real-mode
 ; references into the ROM go through CS (= 0xF000) as `label - ROM`. It never writes to the
@@ -8,13 +8,56 @@
 .equ ROM, 0xF0000
 .equ BOOT_PARAMS, 0x6000
 .equ BOOT_MAGIC, 0x50424541
+.equ BOOT_VERSION, 1
+.equ BOOT_HAS_CMDLINE, 1                        ; BootParams.flags bit 0
 .equ START_INFO, 0x7000
 .equ START_INFO_MAGIC, 0x336ec578
 .equ MEMMAP, 0x7040
 .equ MEMMAP_ENTRIES, 4
+.equ RAM_ENTRY, 3                               ; the memory map's entry for the RAM above 1 MiB
 .equ CMDLINE, 0x7100
 .equ CMDLINE_MAX, 3839
 .equ COM1, 0x3F8
+; The 16550 UART's registers, as offsets from its base port
+.equ UART_DATA, 0                               ; with LCR.DLAB set: the divisor's low byte
+.equ UART_IER, 1                                ; interrupt enable; with DLAB: the divisor's high byte
+.equ UART_FCR, 2                                ; FIFO control
+.equ UART_LCR, 3                                ; line control
+.equ UART_MCR, 4                                ; modem control
+.equ UART_LSR, 5                                ; line status
+
+; The boot parameter block the emulator's loader writes at BOOT_PARAMS
+.struct BootParams
+    magic: .long                                ; BOOT_MAGIC, "AEBP"
+    version: .long
+    entry: .long                                ; the kernel's PVH entry (physical)
+    flags: .long
+    ram_size: .quad                             ; bytes
+    cmdline_len: .long                          ; bytes, without the NUL
+    reserved: .long
+.endstruct                                      ; the command line follows: BootParams.SIZE
+
+; Xen's hvm_start_info, version 1, which the firmware builds at START_INFO for the kernel
+.struct HvmStartInfo
+    magic: .long
+    version: .long
+    flags: .long
+    nr_modules: .long
+    modlist_paddr: .quad
+    cmdline_paddr: .quad
+    rsdp_paddr: .quad
+    memmap_paddr: .quad
+    memmap_entries: .long
+    reserved: .long
+.endstruct
+
+; One entry of its memory map, at MEMMAP
+.struct HvmMemmapEntry
+    addr: .quad
+    size: .quad
+    type: .long                                 ; 1 RAM, 2 reserved
+    reserved: .long
+.endstruct
 
 post:                               ; F000:0000, where the reset vector jumps
     cli
@@ -53,25 +96,25 @@ post:                               ; F000:0000, where the reset vector jumps
     out 0x80, al
 
     ; COM1 at 115200 8N1 through the divisor latch (divisor 1); FIFOs on, DTR/RTS/OUT2 set.
-    mov dx, COM1 + 3
+    mov dx, COM1 + UART_LCR
     mov al, 0x80
     out dx, al
-    mov dx, COM1
+    mov dx, COM1 + UART_DATA
     mov al, 1
     out dx, al
-    mov dx, COM1 + 1
+    mov dx, COM1 + UART_IER
     xor al, al
     out dx, al
-    mov dx, COM1 + 3
+    mov dx, COM1 + UART_LCR
     mov al, 0x03
     out dx, al
-    mov dx, COM1 + 2
+    mov dx, COM1 + UART_FCR
     mov al, 0xC7
     out dx, al
-    mov dx, COM1 + 4
+    mov dx, COM1 + UART_MCR
     mov al, 0x0B
     out dx, al
-    mov dx, COM1 + 1
+    mov dx, COM1 + UART_IER
     xor al, al
     out dx, al
     mov al, 0x12
@@ -109,9 +152,9 @@ post:                               ; F000:0000, where the reset vector jumps
     out 0x80, al
 
     ; The boot parameter block the emulator's loader wrote.
-    cmp dword ptr [BOOT_PARAMS], BOOT_MAGIC
+    cmp dword ptr [BOOT_PARAMS + BootParams.magic], BOOT_MAGIC
     jne bad_block
-    cmp dword ptr [BOOT_PARAMS + 4], 1
+    cmp dword ptr [BOOT_PARAMS + BootParams.version], BOOT_VERSION
     jne bad_block
     mov al, 0x20
     out 0x80, al
@@ -121,40 +164,40 @@ post:                               ; F000:0000, where the reset vector jumps
     mov ds, ax
     mov si, memmap_template - ROM
     mov di, MEMMAP
-    mov cx, MEMMAP_ENTRIES * 24
+    mov cx, MEMMAP_ENTRIES * HvmMemmapEntry.SIZE
     rep movsb
     xor ax, ax
     mov ds, ax
-    mov eax, dword ptr [BOOT_PARAMS + 16]
-    mov edx, dword ptr [BOOT_PARAMS + 20]
+    mov eax, dword ptr [BOOT_PARAMS + BootParams.ram_size]         ; low half
+    mov edx, dword ptr [BOOT_PARAMS + BootParams.ram_size + 4]     ; high half
     sub eax, 0x100000
     sbb edx, 0
-    mov dword ptr [MEMMAP + 3 * 24 + 8], eax
-    mov dword ptr [MEMMAP + 3 * 24 + 12], edx
+    mov dword ptr [MEMMAP + RAM_ENTRY * HvmMemmapEntry.SIZE + HvmMemmapEntry.size], eax
+    mov dword ptr [MEMMAP + RAM_ENTRY * HvmMemmapEntry.SIZE + HvmMemmapEntry.size + 4], edx
     mov al, 0x21
     out 0x80, al
 
     ; hvm_start_info, version 1: zeroed, then the fields.
     mov di, START_INFO
-    mov cx, 56
+    mov cx, HvmStartInfo.SIZE
     xor al, al
     rep stosb
-    mov dword ptr [START_INFO], START_INFO_MAGIC
-    mov dword ptr [START_INFO + 4], 1
-    mov dword ptr [START_INFO + 40], MEMMAP
-    mov dword ptr [START_INFO + 48], MEMMAP_ENTRIES
-    test byte ptr [BOOT_PARAMS + 12], 1
+    mov dword ptr [START_INFO + HvmStartInfo.magic], START_INFO_MAGIC
+    mov dword ptr [START_INFO + HvmStartInfo.version], 1
+    mov dword ptr [START_INFO + HvmStartInfo.memmap_paddr], MEMMAP
+    mov dword ptr [START_INFO + HvmStartInfo.memmap_entries], MEMMAP_ENTRIES
+    test byte ptr [BOOT_PARAMS + BootParams.flags], BOOT_HAS_CMDLINE
     jz .Lno_cmdline
-    mov ecx, dword ptr [BOOT_PARAMS + 24]   ; the whole 32-bit length, so a huge one is capped too
+    mov ecx, dword ptr [BOOT_PARAMS + BootParams.cmdline_len]  ; all 32 bits, so a huge one is capped too
     cmp ecx, CMDLINE_MAX
     jbe .Lcopy_cmdline
     mov ecx, CMDLINE_MAX
 .Lcopy_cmdline:
-    mov si, BOOT_PARAMS + 32
+    mov si, BOOT_PARAMS + BootParams.SIZE
     mov di, CMDLINE
     rep movsb
     mov byte ptr [di], 0
-    mov dword ptr [START_INFO + 24], CMDLINE
+    mov dword ptr [START_INFO + HvmStartInfo.cmdline_paddr], CMDLINE
 .Lno_cmdline:
     mov al, 0x22
     out 0x80, al
@@ -197,7 +240,7 @@ protected:
     xor ebp, ebp
     xor esp, esp
     mov ebx, START_INFO
-    jmp dword ptr [BOOT_PARAMS + 8] ; the kernel's PVH entry
+    jmp dword ptr [BOOT_PARAMS + BootParams.entry]
 
 banner:
     .asciz "Aetherion BIOS"
@@ -211,14 +254,14 @@ gdt_pointer:
     .word 23
     .long gdt
 
-memmap_template:                    ; {addr u64, size u64, type u32, reserved u32}
+memmap_template:                    ; HvmMemmapEntry records
     .quad 0, 0x9FC00
     .long 1, 0
     .quad 0x9FC00, 0x400
     .long 2, 0
     .quad 0xF0000, 0x10000
     .long 2, 0
-    .quad 0x100000, 0               ; size filled in from the boot block
+    .quad 0x100000, 0               ; entry RAM_ENTRY: its size filled in from the boot block
     .long 1, 0
 
 .org 0xFFFF0

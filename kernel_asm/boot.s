@@ -3,6 +3,28 @@
 ; Static boot page tables in .bss identity-map the first 1 GiB with 2 MiB pages; the kernel
 ; replaces them with its own tables built from pool frames (memory/paging.s) once it runs.
 
+; Xen's hvm_start_info, version 1, as the firmware (or QEMU) builds it
+.struct HvmStartInfo
+    magic: .long                                ; 0x336EC578
+    version: .long
+    flags: .long
+    nr_modules: .long
+    modlist_paddr: .quad
+    cmdline_paddr: .quad                        ; a NUL-terminated string, or 0
+    rsdp_paddr: .quad
+    memmap_paddr: .quad                         ; memmap_entries HvmMemmapEntry records
+    memmap_entries: .long
+    reserved: .long
+.endstruct
+
+; One entry of its memory map (E820 types: 1 RAM, 2 reserved)
+.struct HvmMemmapEntry
+    addr: .quad
+    size: .quad
+    type: .long
+    reserved: .long
+.endstruct
+
 .code32
 .section text
 .pvh_entry pvh_start
@@ -19,7 +41,7 @@ pvh_start:
     shl eax, 21
     or eax, 0x83                    ; present, writable, 2 MiB page
     mov dword ptr [edi + ecx*8], eax
-    mov dword ptr [edi + ecx*8 + 4], 0
+    mov dword ptr [edi + ecx*8 + 4], 0      ; the entry's high half
     inc ecx
     cmp ecx, 512
     jne .Lfill_pd

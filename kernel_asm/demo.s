@@ -13,8 +13,11 @@ demo_run:
     mov rbp, rsp
     push rbx
     push r12
-    sub rsp, 96                                 ; vec @-64, string @-40 (from rbp - 16), stats @-96
-    cmp qword ptr [rip + CONFIG + 56], 0
+    sub rsp, 96                                 ; the locals, below the saved rbx and r12:
+.equ .Lstats, -112                              ; HeapStats
+.equ .Lvec, -80                                 ; Vec<i32>
+.equ .Lstring, -56                              ; String
+    cmp qword ptr [rip + CONFIG + Config.demo_oom], 0
     je .Lnormal
     lea rdi, [rip + oom_text]
     call serial_write_cstr
@@ -25,7 +28,7 @@ demo_run:
     lea rdi, [rip + heap_text]
     call serial_write_cstr
     lea rdi, [rip + bump_name]
-    cmp qword ptr [rip + CONFIG], 0
+    cmp qword ptr [rip + CONFIG + Config.allocator], KIND_BUMP
     je .Lname
     lea rdi, [rip + linked_list_name]
 .Lname:
@@ -33,30 +36,30 @@ demo_run:
     lea rdi, [rip + allocator_text]
     call serial_write_cstr
     ; Example 1: Vec
-    lea rdi, [rbp - 80]
+    lea rdi, [rbp + .Lvec]
     mov esi, 4
     call vec_new
-    lea rdi, [rbp - 80]
+    lea rdi, [rbp + .Lvec]
     mov esi, 1
     call vec_push_i32
-    lea rdi, [rbp - 80]
+    lea rdi, [rbp + .Lvec]
     mov esi, 2
     call vec_push_i32
-    lea rdi, [rbp - 80]
+    lea rdi, [rbp + .Lvec]
     mov esi, 3
     call vec_push_i32
     lea rdi, [rip + vec_text]
     call serial_write_cstr
     xor ebx, ebx
 .Lelement:
-    cmp rbx, qword ptr [rbp - 64]
+    cmp rbx, qword ptr [rbp + .Lvec + Vec.len]
     jae .Lelements_done
     test rbx, rbx
     jz .Lfirst
     lea rdi, [rip + comma]
     call serial_write_cstr
 .Lfirst:
-    mov rax, qword ptr [rbp - 80]
+    mov rax, qword ptr [rbp + .Lvec + Vec.ptr]
     mov edi, dword ptr [rax + rbx * 4]
     call write_u64
     inc rbx
@@ -64,30 +67,30 @@ demo_run:
 .Lelements_done:
     lea rdi, [rip + len_text]
     call serial_write_cstr
-    mov rdi, qword ptr [rbp - 64]
+    mov rdi, qword ptr [rbp + .Lvec + Vec.len]
     call write_u64
     lea rdi, [rip + close_paren]
     call serial_write_cstr
     ; Example 2: String
-    lea rdi, [rbp - 56]
+    lea rdi, [rbp + .Lstring]
     lea rsi, [rip + aetherion]
     mov edx, 9
     call string_from
-    lea rdi, [rbp - 56]
+    lea rdi, [rbp + .Lstring]
     lea rsi, [rip + os_suffix]
     mov edx, 3
     call string_push_str
     lea rdi, [rip + string_text]
     call serial_write_cstr
-    mov rdi, qword ptr [rbp - 56]
-    mov rsi, qword ptr [rbp - 40]
+    mov rdi, qword ptr [rbp + .Lstring + Vec.ptr]
+    mov rsi, qword ptr [rbp + .Lstring + Vec.len]
     call serial_write_str
     lea rdi, [rip + equals_text]
     call serial_write_cstr
     lea rdi, [rip + false_text]
-    cmp qword ptr [rbp - 40], 12
+    cmp qword ptr [rbp + .Lstring + Vec.len], 12
     jne .Lverdict
-    mov rdi, qword ptr [rbp - 56]
+    mov rdi, qword ptr [rbp + .Lstring + Vec.ptr]
     lea rsi, [rip + expected]
     mov edx, 12
     call mem_eq
@@ -107,23 +110,23 @@ demo_run:
     call write_u64
     call write_newline
     ; Example 4: heap statistics
-    lea rdi, [rbp - 112]
+    lea rdi, [rbp + .Lstats]
     call heap_stats
     lea rdi, [rip + size_text]
     call serial_write_cstr
-    mov rdi, qword ptr [rbp - 112]
+    mov rdi, qword ptr [rbp + .Lstats + HeapStats.heap_size]
     call write_u64
     lea rdi, [rip + bytes_text]
     call serial_write_cstr
     lea rdi, [rip + used_text]
     call serial_write_cstr
-    mov rdi, qword ptr [rbp - 104]
+    mov rdi, qword ptr [rbp + .Lstats + HeapStats.used]
     call write_u64
     lea rdi, [rip + bytes_text]
     call serial_write_cstr
     lea rdi, [rip + free_text]
     call serial_write_cstr
-    mov rdi, qword ptr [rbp - 96]
+    mov rdi, qword ptr [rbp + .Lstats + HeapStats.free]
     call write_u64
     lea rdi, [rip + bytes_text]
     call serial_write_cstr
@@ -132,11 +135,11 @@ demo_run:
     mov esi, 4
     mov edx, 4
     call box_drop
-    lea rdi, [rbp - 56]
+    lea rdi, [rbp + .Lstring]
     mov esi, 1
     mov edx, 1
     call vec_drop
-    lea rdi, [rbp - 80]
+    lea rdi, [rbp + .Lvec]
     mov esi, 4
     mov edx, 4
     call vec_drop

@@ -1,8 +1,31 @@
-; kmain: the kernel's Rust-style main, and the command line (DESIGN.md §4).
+; kmain: the kernel's Rust-style main, and the command line.
 
-.equ START_INFO_CMDLINE, 24
-.equ START_INFO_MEMMAP, 40
-.equ START_INFO_MEMMAP_ENTRIES, 48
+; aetherion::config::CONFIG: what the command line asked for
+.struct Config
+    allocator: .quad                            ; KIND_BUMP or KIND_LINKED_LIST
+    test: .quad                                 ; run the in-kernel tests
+    test_filter_ptr: .quad                      ; test=SUBSTRING: only tests whose name contains it
+    test_filter_len: .quad
+    bench: .quad
+    verbose: .quad
+    quiet: .quad
+    demo_oom: .quad
+.endstruct
+
+; A record of config_keys: the key `key_len` bytes at key_ptr sets CONFIG's `field` to `value`
+.struct ConfigKey
+    key_ptr: .quad
+    key_len: .quad                              ; 0 ends the table
+    field: .quad                                ; an offset in Config
+    value: .quad
+.endstruct
+
+; A command-line word that is not a key, kept to be reported after the banner
+.struct CmdlineWord
+    ptr: .quad
+    len: .quad
+.endstruct
+.equ MAX_UNKNOWN_WORDS, 16
 
 .section text
 ; kmain(start_info: *const HvmStartInfo) -> exit code
@@ -15,28 +38,28 @@ kmain:
     mov qword ptr [rip + START_INFO], rdi
     call serial_init
     call parse_cmdline
-    cmp qword ptr [rip + CONFIG + 48], 0        ; quiet
+    cmp qword ptr [rip + CONFIG + Config.quiet], 0
     jne .Lbanner_done
     lea rdi, [rip + banner]
     call serial_write_cstr
     call print_cmdline
 .Lbanner_done:
     call report_unknown_keys
-    cmp qword ptr [rip + CONFIG + 40], 0        ; verbose
+    cmp qword ptr [rip + CONFIG + Config.verbose], 0
     je .Lmemory
     call print_memory_map
 .Lmemory:
     mov rdi, qword ptr [rip + START_INFO]
     call frame_init
     call paging_init
-    mov rdi, qword ptr [rip + CONFIG]
+    mov rdi, qword ptr [rip + CONFIG + Config.allocator]
     call allocator_init
-    cmp qword ptr [rip + CONFIG + 8], 0         ; test
+    cmp qword ptr [rip + CONFIG + Config.test], 0
     je .Lnot_test
     call run_tests
     jmp .Lexit
 .Lnot_test:
-    cmp qword ptr [rip + CONFIG + 32], 0        ; bench
+    cmp qword ptr [rip + CONFIG + Config.bench], 0
     je .Ldemo
     call bench_run
     mov eax, 0x10
@@ -55,7 +78,7 @@ cmdline:
     push rbp
     mov rbp, rsp
     mov rax, qword ptr [rip + START_INFO]
-    mov rax, qword ptr [rax + START_INFO_CMDLINE]
+    mov rax, qword ptr [rax + HvmStartInfo.cmdline_paddr]
     xor edx, edx
     test rax, rax
     jz .Lnone
@@ -97,7 +120,7 @@ parse_cmdline:
     mov rbp, rsp
     push rbx
     push r12
-    mov qword ptr [rip + CONFIG], 1             ; allocator=linked_list unless told otherwise
+    mov qword ptr [rip + CONFIG + Config.allocator], KIND_LINKED_LIST   ; unless told otherwise
     call cmdline
     test rax, rax
     jz .Ldone
@@ -144,49 +167,49 @@ handle_word:
     mov r12, rsi
     lea r13, [rip + config_keys]
 .Lkey:
-    mov rcx, qword ptr [r13 + 8]                ; key length; 0 ends the table
+    mov rcx, qword ptr [r13 + ConfigKey.key_len]
     test rcx, rcx
     jz .Lnot_a_key
     cmp rcx, r12
     jne .Lnext_key
     mov rdi, rbx
-    mov rsi, qword ptr [r13]
+    mov rsi, qword ptr [r13 + ConfigKey.key_ptr]
     mov rdx, rcx
     call mem_eq
     test eax, eax
     jz .Lnext_key
-    mov rax, qword ptr [r13 + 16]               ; the CONFIG field
-    mov rcx, qword ptr [r13 + 24]               ; its value
+    mov rax, qword ptr [r13 + ConfigKey.field]
+    mov rcx, qword ptr [r13 + ConfigKey.value]
     lea rdx, [rip + CONFIG]
     mov qword ptr [rdx + rax], rcx
     jmp .Lout
 .Lnext_key:
-    add r13, 32
+    add r13, ConfigKey.SIZE
     jmp .Lkey
 .Lnot_a_key:
-    cmp r12, 5
+    cmp r12, TEST_EQ_LEN
     jb .Lunknown
     mov rdi, rbx
     lea rsi, [rip + key_test_eq]
-    mov edx, 5
+    mov edx, TEST_EQ_LEN
     call mem_eq
     test eax, eax
     jz .Lunknown
-    mov qword ptr [rip + CONFIG + 8], 1         ; test=SUBSTRING
-    lea rax, [rbx + 5]
-    mov qword ptr [rip + CONFIG + 16], rax
-    lea rax, [r12 - 5]
-    mov qword ptr [rip + CONFIG + 24], rax
+    mov qword ptr [rip + CONFIG + Config.test], 1   ; test=SUBSTRING
+    lea rax, [rbx + TEST_EQ_LEN]
+    mov qword ptr [rip + CONFIG + Config.test_filter_ptr], rax
+    lea rax, [r12 - TEST_EQ_LEN]
+    mov qword ptr [rip + CONFIG + Config.test_filter_len], rax
     jmp .Lout
 .Lunknown:
     ; remembered and reported after the banner, so the banner stays the first line
     mov rax, qword ptr [rip + unknown_count]
-    cmp rax, 16
+    cmp rax, MAX_UNKNOWN_WORDS
     jae .Lout
-    shl rax, 4
+    shl rax, 4                                  ; * CmdlineWord.SIZE
     lea rcx, [rip + unknown_words]
-    mov qword ptr [rcx + rax], rbx
-    mov qword ptr [rcx + rax + 8], r12
+    mov qword ptr [rcx + rax + CmdlineWord.ptr], rbx
+    mov qword ptr [rcx + rax + CmdlineWord.len], r12
     inc qword ptr [rip + unknown_count]
 .Lout:
     add rsp, 8
@@ -210,10 +233,10 @@ report_unknown_keys:
     lea rdi, [rip + unknown_before]
     call serial_write_cstr
     mov rax, rbx
-    shl rax, 4
+    shl rax, 4                                  ; * CmdlineWord.SIZE
     lea r12, [rip + unknown_words]
-    mov rdi, qword ptr [r12 + rax]
-    mov rsi, qword ptr [r12 + rax + 8]
+    mov rdi, qword ptr [r12 + rax + CmdlineWord.ptr]
+    mov rsi, qword ptr [r12 + rax + CmdlineWord.len]
     call serial_write_str
     lea rdi, [rip + unknown_after]
     call serial_write_cstr
@@ -238,31 +261,31 @@ print_memory_map:
     lea rdi, [rip + map_title]
     call serial_write_cstr
     mov rax, qword ptr [rip + START_INFO]
-    mov rbx, qword ptr [rax + START_INFO_MEMMAP]
-    mov r12d, dword ptr [rax + START_INFO_MEMMAP_ENTRIES]
+    mov rbx, qword ptr [rax + HvmStartInfo.memmap_paddr]
+    mov r12d, dword ptr [rax + HvmStartInfo.memmap_entries]
     xor r14d, r14d                              ; RAM bytes
 .Lentry:
     test r12, r12
     jz .Ldone
     lea rdi, [rip + map_open]
     call serial_write_cstr
-    mov rdi, qword ptr [rbx]
+    mov rdi, qword ptr [rbx + HvmMemmapEntry.addr]
     call write_hex
     lea rdi, [rip + map_comma]
     call serial_write_cstr
-    mov rdi, qword ptr [rbx]
-    add rdi, qword ptr [rbx + 8]
+    mov rdi, qword ptr [rbx + HvmMemmapEntry.addr]
+    add rdi, qword ptr [rbx + HvmMemmapEntry.size]
     call write_hex
     lea rdi, [rip + map_type]
     call serial_write_cstr
-    mov edi, dword ptr [rbx + 16]
+    mov edi, dword ptr [rbx + HvmMemmapEntry.type]
     call write_u64
     call write_newline
-    cmp dword ptr [rbx + 16], 1
+    cmp dword ptr [rbx + HvmMemmapEntry.type], E820_RAM
     jne .Lnot_ram
-    add r14, qword ptr [rbx + 8]
+    add r14, qword ptr [rbx + HvmMemmapEntry.size]
 .Lnot_ram:
-    add rbx, 24
+    add rbx, HvmMemmapEntry.SIZE
     dec r12
     jmp .Lentry
 .Ldone:
@@ -293,16 +316,17 @@ key_verbose: .ascii "verbose"
 key_quiet: .ascii "quiet"
 key_oom: .ascii "demo=oom"
 key_test_eq: .ascii "test="
+.Ltest_eq_end:
+.equ TEST_EQ_LEN, .Ltest_eq_end - key_test_eq
 .align 8
-; {key, key length, CONFIG field offset, value}
-config_keys:
-    .quad key_bump, 14, 0, 0
-    .quad key_linked_list, 21, 0, 1
-    .quad key_test, 4, 8, 1
-    .quad key_bench, 5, 32, 1
-    .quad key_verbose, 7, 40, 1
-    .quad key_quiet, 5, 48, 1
-    .quad key_oom, 8, 56, 1
+config_keys:                                    ; ConfigKey records
+    .quad key_bump, 14, Config.allocator, KIND_BUMP
+    .quad key_linked_list, 21, Config.allocator, KIND_LINKED_LIST
+    .quad key_test, 4, Config.test, 1
+    .quad key_bench, 5, Config.bench, 1
+    .quad key_verbose, 7, Config.verbose, 1
+    .quad key_quiet, 5, Config.quiet, 1
+    .quad key_oom, 8, Config.demo_oom, 1
     .quad 0, 0, 0, 0
 unknown_before: .asciz "unknown command-line key '"
 unknown_after: .asciz "' ignored\n"
@@ -317,12 +341,12 @@ kib: .asciz " KiB\n"
 .object START_INFO, aetherion::START_INFO
 START_INFO: .quad 0
 .endobject
-; CONFIG: allocator @0 (0 bump, 1 linked_list), test @8, test_filter_ptr @16, test_filter_len @24,
-; bench @32, verbose @40, quiet @48, demo_oom @56
 .object CONFIG, aetherion::config::CONFIG
-CONFIG: .quad 1, 0, 0, 0, 0, 0, 0, 0
+CONFIG:
+    .quad KIND_LINKED_LIST                      ; allocator
+    .zero Config.SIZE - Config.test
 .endobject
 unknown_count: .quad 0
 
 .section bss
-unknown_words: .zero 256
+unknown_words: .zero MAX_UNKNOWN_WORDS * CmdlineWord.SIZE

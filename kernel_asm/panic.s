@@ -6,6 +6,15 @@
 .equ EXIT_SUCCESS, 0x10
 .equ EXIT_FAILURE, 0x11
 
+; call_here FUNCTION, REG: call FUNCTION with REG = this line's location, a `.srcloc` string
+; naming the line that uses the macro: the location argument of panic, assert_eq, assert_true,
+; panic_address, panic_header and the tests' expect helpers
+.macro call_here function, location
+    .srcloc .Lhere\@
+    lea \location, [rip + .Lhere\@]
+    call \function
+.endm
+
 .section text
 ; exit(code) -> !
 .function exit, aetherion::exit

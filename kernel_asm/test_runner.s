@@ -1,9 +1,25 @@
 ; The in-kernel test runner, in libtest's format (cmdline `test` or `test=SUBSTRING`).
 ;
-; Tests are 32-byte records in `.section testtable`: {name_ptr, name_len, fn, ignore_reason}.
-; ignore_reason != 0 marks a test whose premise needs memory reuse: under the bump allocator
-; it is reported `ignored, REASON`. A panic inside a test prints FAILED and its message, then
+; Tests are TestRecords in `.section testtable` (the test_case macro writes them). A non-zero
+; ignore_reason marks a test whose premise needs memory reuse: under the bump allocator it is
+; reported `ignored, REASON`. A panic inside a test prints FAILED and its message, then
 ; resumes here with the stack as it was before the test (test_recovery_rsp).
+
+.struct TestRecord
+    name_ptr: .quad
+    name_len: .quad
+    function: .quad
+    ignore_reason: .quad                        ; a NUL-terminated reason, or 0
+.endstruct
+
+; test_case FUNCTION, "NAME"[, IGNORE_REASON]: a TestRecord for FUNCTION, run as test NAME
+.macro test_case function, name, ignore_reason=0
+.section testtable
+    .quad .Ltest_name\@, .Ltest_name_end\@ - .Ltest_name\@, \function, \ignore_reason
+.section rodata
+.Ltest_name\@: .ascii \name
+.Ltest_name_end\@:
+.endm
 
 .section text
 ; run_tests() -> exit code (0x10 all passed, 0x11 otherwise)
@@ -25,7 +41,7 @@ run_tests:
     mov rdi, rbx
     call test_selected
     add r12, rax
-    add rbx, 32
+    add rbx, TestRecord.SIZE
     jmp .Lcount
 .Lcounted:
     lea rdi, [rip + running_text]
@@ -54,35 +70,35 @@ run_tests:
 .Lselected:
     lea rdi, [rip + test_prefix]
     call serial_write_cstr
-    mov rdi, qword ptr [rbx]
-    mov rsi, qword ptr [rbx + 8]
+    mov rdi, qword ptr [rbx + TestRecord.name_ptr]
+    mov rsi, qword ptr [rbx + TestRecord.name_len]
     call serial_write_str
     lea rdi, [rip + dots]
     call serial_write_cstr
-    cmp qword ptr [rbx + 24], 0
+    cmp qword ptr [rbx + TestRecord.ignore_reason], 0
     je .Lrun
-    cmp qword ptr [rip + CONFIG], 0             ; bump: no reuse, so the premise does not hold
+    cmp qword ptr [rip + CONFIG + Config.allocator], KIND_BUMP  ; no reuse: the premise does not hold
     jne .Lrun
     lea rdi, [rip + ignored_text]
     call serial_write_cstr
-    mov rdi, qword ptr [rbx + 24]
+    mov rdi, qword ptr [rbx + TestRecord.ignore_reason]
     call serial_write_cstr
     call write_newline
     inc qword ptr [rip + ignored_count]
     jmp .Ladvance
 .Lrun:
     mov qword ptr [rip + test_recovery_rsp], rsp
-    call qword ptr [rbx + 16]
+    call qword ptr [rbx + TestRecord.function]
     mov qword ptr [rip + test_recovery_rsp], 0
     lea rdi, [rip + ok_text]
     call serial_write_cstr
     inc qword ptr [rip + passed_count]
 .Ladvance:
 test_runner_advance:                            ; test_failed resumes here
-    add qword ptr [rip + current_test], 32
+    add qword ptr [rip + current_test], TestRecord.SIZE
     jmp .Lnext
 .Lsummary:
-    cmp qword ptr [rip + CONFIG + 40], 0        ; verbose: the guest's own translations
+    cmp qword ptr [rip + CONFIG + Config.verbose], 0    ; verbose: the guest's own translations
     je .Lresult
     call print_translations
 .Lresult:
@@ -138,13 +154,13 @@ test_failed:
 test_selected:
     push rbp
     mov rbp, rsp
-    mov rcx, qword ptr [rip + CONFIG + 24]
+    mov rcx, qword ptr [rip + CONFIG + Config.test_filter_len]
     mov eax, 1
     test rcx, rcx
     jz .Lyes
-    mov rdx, qword ptr [rip + CONFIG + 16]
-    mov rsi, qword ptr [rdi + 8]
-    mov rdi, qword ptr [rdi]
+    mov rdx, qword ptr [rip + CONFIG + Config.test_filter_ptr]
+    mov rsi, qword ptr [rdi + TestRecord.name_len]
+    mov rdi, qword ptr [rdi + TestRecord.name_ptr]
     call contains
 .Lyes:
     pop rbp

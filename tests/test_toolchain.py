@@ -175,3 +175,159 @@ def test_many_short_forward_jumps_settle_quickly_as_two_byte_jumps():
     assert text[:2] == bytes([0xEB, 0x00])  # jmp +0 to the next line
     insns = list(Cs(CS_ARCH_X86, CS_MODE_64).disasm(text, 0x0220_0000))
     assert sum(i.mnemonic == "jmp" and i.size == 2 for i in insns) == 1000
+
+
+# -- structures ---------------------------------------------------------------------------
+
+STRUCTS = """
+.struct LockedThing
+    lock: .quad
+    kind: .long
+    .align 8
+    inner: Bump | List                          ; a union: as large as the larger
+    tag: .byte 3
+.endstruct
+.struct List
+    head: Node                                  ; an embedded struct, defined after its use
+.endstruct
+.struct Node
+    size: .quad
+    next: .quad
+.endstruct
+.struct Bump
+    start: .quad
+    end: .quad
+    next: .quad
+    bitmap: .zero 8 * WORDS
+.endstruct
+.equ WORDS, 2
+"""
+
+
+def test_struct_fields_offsets_sizes_and_nested_names():
+    image = assemble_kernel([("k.s", STRUCTS + """
+.section text
+start:
+    mov rax, qword ptr [rdi + LockedThing.inner.next]
+    mov rax, qword ptr [rdi + LockedThing.inner.head.next]
+    add rdi, Node.SIZE
+.section bss
+thing: .zero LockedThing.SIZE
+after:
+""")])
+    c = image.constants
+    assert (c["Node.size"], c["Node.next"], c["Node.SIZE"]) == (0, 8, 16)
+    assert (c["Bump.bitmap"], c["Bump.SIZE"], c["List.head.next"], c["List.SIZE"]) == (24, 40, 8, 16)
+    assert (c["LockedThing.lock"], c["LockedThing.kind"], c["LockedThing.inner"]) == (0, 8, 16)
+    inner = [c[f"LockedThing.inner.{name}"] for name in ("next", "head.next", "bitmap")]
+    assert inner == [16 + 16, 16 + 8, 16 + 24]
+    assert (c["LockedThing.tag"], c["LockedThing.SIZE"]) == (16 + 40, 16 + 40 + 3)
+    assert image.symbols["after"] - image.symbols["thing"] == 59
+    text = ELFFile(io.BytesIO(image.elf)).get_section_by_name(".text").data()
+    insns = [f"{i.mnemonic} {i.op_str}" for i in Cs(CS_ARCH_X86, CS_MODE_64).disasm(text, 0)]
+    assert insns == ["mov rax, qword ptr [rdi + 0x20]", "mov rax, qword ptr [rdi + 0x18]", "add rdi, 0x10"]
+
+
+def test_struct_constants_stay_out_of_the_symbol_table():
+    image = assemble_kernel([("k.s", STRUCTS + ".section text\nstart:\n    ret\n")])
+    names = {s.name for s in ELFFile(io.BytesIO(image.elf)).get_section_by_name(".symtab").iter_symbols()}
+    assert "start" in names and not any(name.startswith(("Node.", "LockedThing.")) for name in names)
+
+
+# -- macros -------------------------------------------------------------------------------
+
+def test_macro_arguments_defaults_unique_labels_and_the_invoking_line():
+    uses = """
+.section text
+start:
+    count_down rcx, 3
+again: count_down rdx
+    ret
+"""
+    macros = """
+; count_down REG[, FROM]: REG = FROM, then loop down to zero
+.macro count_down reg, from=2
+    mov \\reg, \\from
+.Lloop\\@:
+    .srcloc .Lwhere\\@
+    dec \\reg
+    jnz .Lloop\\@
+.endm
+"""
+    image = assemble_kernel([("a.s", uses), ("b.s", macros)])  # used in a file before the one defining it
+    text = ELFFile(io.BytesIO(image.elf)).get_section_by_name(".text").data()
+    insns = list(Cs(CS_ARCH_X86, CS_MODE_64).disasm(text, 0x0220_0000))
+    shown = [f"{i.mnemonic} {i.op_str}".strip() for i in insns]
+    first, second = insns[1].address, insns[4].address  # each expansion's own .Lloop
+    assert shown == ["mov rcx, 3", "dec rcx", f"jne {hex(first)}", "mov rdx, 2", "dec rdx", f"jne {hex(second)}", "ret"]
+    assert image.symbols["again"] == insns[3].address  # a label on the invoking line: the expansion's start
+    rodata = ELFFile(io.BytesIO(image.elf)).get_section_by_name(".rodata").data()
+    assert rodata.split(b"\0")[:2] == [b"a.s:4:5", b"a.s:5:5"]  # .srcloc in a macro names the invoking line
+
+
+def test_macro_parameters_are_not_replaced_inside_strings_and_concatenate_with_a_separator():
+    image = assemble_kernel([("k.s", r"""
+.macro named tag, text
+.section rodata
+\tag\()_text: .asciz "\tag\n"
+\tag\()_arg: .asciz \text
+.endm
+.section text
+start:
+    ret
+named greeting, "hi"
+""")])
+    rodata = ELFFile(io.BytesIO(image.elf)).get_section_by_name(".rodata").data()
+    assert rodata.startswith(b"\tag\n\0hi\0")  # "\tag\n" kept its escapes: a tab, then "ag"
+    assert image.symbols["greeting_arg"] - image.symbols["greeting_text"] == 5
+
+
+def test_a_local_constant_belongs_to_its_function():
+    image = assemble_kernel([("k.s", """
+.section text
+.function f, t::f
+f:
+.equ .Lslot, -8
+    mov rax, qword ptr [rbp + .Lslot]
+.endfunction
+.function g, t::g
+g:
+.equ .Lslot, -16
+    mov rax, qword ptr [rbp + .Lslot]
+.endfunction
+""")])
+    text = ELFFile(io.BytesIO(image.elf)).get_section_by_name(".text").data()
+    shown = [i.op_str for i in Cs(CS_ARCH_X86, CS_MODE_64).disasm(text, 0)]
+    assert shown == ["rax, qword ptr [rbp - 8]", "rax, qword ptr [rbp - 0x10]"]
+
+
+MACRO_M = ".macro m a, b=1\n    mov \\a, \\b\n.endm\n"
+
+
+@pytest.mark.parametrize("source, message", [
+    (".struct A\n    x: .quad\n.endstruct\n.section text\nstart:\n    mov rax, A.y\n",
+     "k.s:6: struct A has no field 'y' (it has x, SIZE)"),
+    (".section text\nstart:\n    ret\n.struct A\n    x: .quad\n", "k.s:4: .struct A is never ended (no .endstruct)"),
+    (".struct A\n    x: Missing\n.endstruct\n", "k.s:2: field x: unknown struct type 'Missing'"),
+    (".struct A\n    x: B\n.endstruct\n.struct B\n    y: A\n.endstruct\n",
+     "k.s:1: struct A depends on its own size (A -> B -> A)"),
+    (".struct A\n    SIZE: .quad\n.endstruct\n", "k.s:2: a field cannot be named SIZE"),
+    (".struct A\n    x: .quad\n    x: .long\n.endstruct\n", "k.s:3: field 'x' of A already defined at k.s:2"),
+    (".struct A\n    x:\n.endstruct\n", "k.s:2: field x of A needs a type"),
+    (".struct A\n    .struct B\n", "k.s:2: .struct inside .struct A"),
+    (".endstruct\n", "k.s:1: .endstruct without .struct"),
+    (".section text\nstart:\n.macro m a\n    nop\n", "k.s:3: .macro m is never ended (no .endm)"),
+    (".endm\n", "k.s:1: .endm without .macro"),
+    (MACRO_M + ".section text\nstart:\n    m\n", "k.s:6: macro m takes 1 to 2 arguments (a, b), got 0"),
+    (MACRO_M + ".section text\nstart:\n    m rax, 1, 2\n", "k.s:6: macro m takes 1 to 2 arguments (a, b), got 3"),
+    (".macro m a\n    mov \\b, 1\n.endm\n", "k.s:2: macro m has no parameter \\b"),
+    (".macro push a\n.endm\n", "k.s:1: macro name 'push' is an x86 mnemonic"),
+    (MACRO_M + MACRO_M, "k.s:4: macro m already defined at k.s:1"),
+    (MACRO_M + ".section text\nstart:\n    m rax, nowhere\n",
+     "k.s:6: undefined symbol 'nowhere' (in macro m at k.s:2)"),
+    (".macro m\n    m\n.endm\n.section text\nstart:\n    m\n", "k.s:6: macro expansions nested deeper than 64"),
+])
+def test_struct_and_macro_misuse_names_file_and_line(source, message):
+    with pytest.raises(AssemblyError) as err:
+        assemble_kernel([("k.s", source)])
+    assert str(err.value).startswith(message), str(err.value)

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 
 from keystone import KS_ARCH_X86, KS_MODE_16, KS_MODE_32, KS_MODE_64, Ks, KsError
 
-from .dialect import AssemblyError, Expr, Line, Where, parse_lines, parse_string, split_args
+from .dialect import DATA_SIZES, AssemblyError, Expr, Line, UnknownName, Where, parse_string, split_args
+from .macros import expand_sources
 from .operands import parse_instruction
-from .roundtrip import BRANCHES, _canonical, verify
+from .roundtrip import BRANCHES, canonical, verify
+from .structs import StructDef, Structs, check_struct_name, parse_field
 
 STANDARD_SECTIONS = ("text", "rodata", "data", "bss")
-DATA_SIZES = {".byte": 1, ".word": 2, ".short": 2, ".long": 4, ".int": 4, ".quad": 8}
 MAX_PASSES = 16
 _KS_MODES = {16: KS_MODE_16, 32: KS_MODE_32, 64: KS_MODE_64}
 
@@ -77,17 +78,23 @@ class Assembler:
         # placed are estimated as last pass's address plus how far this pass has moved so far.
         self._ahead: set[str] = set()
         self._shift = 0
-        self.program = self._parse(sources)
+        self.program = Program(sections={})
+        self.structs = Structs(lambda scope: self.lookup(scope, strict=True))
+        self._parse(sources)
 
     # -- parsing --------------------------------------------------------------------------
 
-    def _parse(self, sources: Sequence[tuple[str, str]]) -> Program:
-        program = Program(sections={})
-        for file, text in sources:
+    def _parse(self, sources: Sequence[tuple[str, str]]) -> None:
+        program = self.program
+        for file, lines in expand_sources(sources):
             section, mode = "text", self.default_mode
             pending_labels: list[str] = []
             open_symbol: SymbolInfo | None = None
-            for line in parse_lines(file, text):
+            open_struct: StructDef | None = None
+            for line in lines:
+                if open_struct is not None or line.directive in (".struct", ".endstruct"):
+                    open_struct = self._struct_line(line, open_struct)
+                    continue
                 scope = f"{file}#{open_symbol.start if open_symbol else ''}"
                 if line.directive in (".function", ".object"):
                     scope = f"{file}#{split_args(line.args)[0]}"
@@ -140,10 +147,10 @@ class Assembler:
                     parts = split_args(args)
                     if len(parts) != 2:
                         raise where.error(f"{d} takes NAME, EXPR")
-                    name = qualify(parts[0], f"{file}#")
+                    name = qualify(parts[0], scope)  # a `.L` constant is local, as a `.L` label
                     if name in program.constants or name in program.label_where:
                         raise where.error(f"symbol {parts[0]!r} already defined")
-                    program.constants[name] = (Expr(parts[1], where), f"{file}#")
+                    program.constants[name] = (Expr(parts[1], where), scope)
                     program.label_where[name] = where
                 elif d in (".function", ".object"):
                     if open_symbol is not None:
@@ -187,7 +194,44 @@ class Assembler:
                 program.sections.setdefault(section, []).append(tail)
             if open_symbol is not None:
                 raise AssemblyError(f"{file}: .{open_symbol.kind} {open_symbol.start} is never ended")
-        return program
+            if open_struct is not None:
+                raise open_struct.where.error(f".struct {open_struct.name} is never ended (no .endstruct)")
+        self._define_struct_constants()
+
+    def _struct_line(self, line: Line, open_struct: StructDef | None) -> StructDef | None:
+        """A line that opens, continues or ends a `.struct`: the definition still open after it."""
+        where = line.where
+        if line.directive == ".struct":
+            if open_struct is not None:
+                raise where.error(f".struct inside .struct {open_struct.name}: define it outside, then use "
+                                  f"it as a field's type")
+            name = line.args.strip()
+            check_struct_name(name, where)
+            if line.labels:
+                raise where.error("a label cannot stand on a .struct line")
+            if name in self.structs.defs:
+                first = self.structs.defs[name].where
+                raise where.error(f"struct {name} already defined at {first.file}:{first.line}")
+            return StructDef(name, where, f"{where.file}#")
+        if open_struct is None:
+            raise where.error(".endstruct without .struct")
+        if line.directive == ".endstruct":
+            if line.labels or line.args:
+                raise where.error(".endstruct stands alone on its line")
+            self.structs.add(open_struct)
+            return None
+        open_struct.fields.append(parse_field(line, open_struct))
+        return open_struct
+
+    def _define_struct_constants(self) -> None:
+        program = self.program
+        self.structs.resolve_all()
+        for name, (value, where) in self.structs.constants().items():
+            if name in program.constants or name in program.label_where:
+                first = program.label_where[name]
+                raise where.error(f"{name!r} (a struct member) already defined at {first.file}:{first.line}")
+            program.constants[name] = (Expr(str(value), where), f"{where.file}#")
+            program.label_where[name] = where
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -201,7 +245,15 @@ class Assembler:
                 if key in constants:
                     expr, cscope = constants[key]
                     return expr.value(self.lookup(cscope, strict))
-            return None if strict else 0
+            member = self.structs.value(name)
+            if member is not None:
+                return member
+            if strict:
+                message = self.structs.missing(name)
+                if message:
+                    raise UnknownName(message)
+                return None
+            return 0
 
         return get
 
@@ -271,7 +323,7 @@ class Assembler:
         return code
 
     def _keystone_asm(self, text: str, stmt: Stmt, address: int) -> bytes:
-        mnemonic = _canonical(text.split(None, 1)[0])
+        mnemonic = canonical(text.split(None, 1)[0])
         relative = mnemonic in BRANCHES or "rip" in text
         key = (text, stmt.mode, address if relative else 0)
         code = self._cache.get(key)

@@ -1,8 +1,9 @@
 """Building images: `python -m emulator.toolchain.build` writes images/kernel.elf and images/firmware.bin.
 
-The kernel is linked at 0x0220_0000 with every section on its own 4 KiB page (so paging can
+The kernel is linked at KERNEL_BASE with every section on its own 4 KiB page (so paging can
 give each its permissions): text, then `.note.Xen` + rodata + custom sections, then data,
-then bss. The firmware is a flat 64 KiB ROM at 0xF0000.
+then bss. The firmware is a flat ROM of ROM_SIZE bytes at ROM_BASE (emulator/layout.py).
+Sources are the `.s` files under a directory, linked in path order (docs/assembly-dialect.md).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .assembler import STANDARD_SECTIONS, Assembler
@@ -29,14 +30,16 @@ ROOT = Path(__file__).resolve().parents[2]
 @dataclass(frozen=True)
 class KernelImage:
     elf: bytes
-    symbols: dict[str, int]
+    symbols: dict[str, int]  # global labels and linker symbols
     entry: int
+    constants: dict[str, int] = field(default_factory=dict)  # global .equ names and struct members
 
 
 @dataclass(frozen=True)
 class FlatImage:
     data: bytes
     symbols: dict[str, int]
+    constants: dict[str, int] = field(default_factory=dict)
 
 
 def _align(value: int, to: int) -> int:
@@ -89,7 +92,7 @@ def assemble_kernel(sources: Sequence[tuple[str, str]], base: int = KERNEL_BASE)
     data = asm.emit("data", 0)
     sections.append(Section(".data", starts["data"], data, len(data), SHF_ALLOC | SHF_WRITE))
     bss_size = sum(s.size for s in program.sections.get("bss", []))
-    sections.append(Section(".bss", starts["bss"], b"", bss_size, SHF_ALLOC | SHF_WRITE, SHT_NOBITS, 4096))
+    sections.append(Section(".bss", starts["bss"], b"", bss_size, SHF_ALLOC | SHF_WRITE, SHT_NOBITS, PAGE))
     ro_end = max(s.address + s.size for s in sections if s.flags == SHF_ALLOC)
     segments = [
         Segment(starts["text"], len(code), len(code), PF_R | PF_X),
@@ -99,7 +102,7 @@ def assemble_kernel(sources: Sequence[tuple[str, str]], base: int = KERNEL_BASE)
     segments = [s for s in segments if s.mem_size]
     symbols = _elf_symbols(asm)
     elf = write_elf(base, entry, sections, segments, note, symbols)
-    return KernelImage(elf, _public_labels(asm), entry)
+    return KernelImage(elf, _public_labels(asm), entry, _public_constants(asm))
 
 
 def _entry(asm: Assembler) -> int:
@@ -117,6 +120,11 @@ def _entry(asm: Assembler) -> int:
 
 def _public_labels(asm: Assembler) -> dict[str, int]:
     return {name: value for name, value in asm.program.labels.items() if ":" not in name}
+
+
+def _public_constants(asm: Assembler) -> dict[str, int]:
+    return {name: expr.value(asm.lookup(scope, strict=True))
+            for name, (expr, scope) in asm.program.constants.items() if ":" not in name}
 
 
 def _elf_symbols(asm: Assembler) -> list[ElfSymbol]:
@@ -152,7 +160,7 @@ def assemble_flat(sources: Sequence[tuple[str, str]], base: int, size: int, defa
     data = asm.emit("text", 0xFF)
     if len(data) > size:
         raise AssemblyError(f"the image is {len(data)} bytes, more than its {size}")
-    return FlatImage(data + b"\xff" * (size - len(data)), _public_labels(asm))
+    return FlatImage(data + b"\xff" * (size - len(data)), _public_labels(asm), _public_constants(asm))
 
 
 def _read_sources(src_dir: Path) -> list[tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""The assembly dialect (docs/INTERNALS.md §1): lines, labels, directives and expressions."""
+"""The assembly dialect (docs/assembly-dialect.md): lines, labels, directives and expressions."""
 
 from __future__ import annotations
 
@@ -11,13 +11,23 @@ class AssemblyError(Exception):
     """A problem in a source file; the message starts with `file:line: `."""
 
 
+DATA_SIZES = {".byte": 1, ".word": 2, ".short": 2, ".long": 4, ".int": 4, ".quad": 8}
+
+
+class UnknownName(Exception):
+    """Raised by a symbol lookup that can say more than "undefined symbol" (a struct without
+    that field); the expression turns it into an AssemblyError naming its line."""
+
+
 @dataclass(frozen=True)
 class Where:
     file: str
     line: int
+    macro: str = ""  # for a line a macro expansion made: "in macro NAME at FILE:LINE", innermost first
 
     def error(self, message: str) -> AssemblyError:
-        return AssemblyError(f"{self.file}:{self.line}: {message}")
+        suffix = f" ({self.macro})" if self.macro else ""
+        return AssemblyError(f"{self.file}:{self.line}: {message}{suffix}")
 
 
 @dataclass(frozen=True)
@@ -30,7 +40,6 @@ class Line:
 
 
 _LABEL = re.compile(r"\s*([A-Za-z_.][\w.$]*)\s*:(?!:)")
-_IDENT = re.compile(r"[A-Za-z_.][\w.$]*")
 
 
 def _unquoted(text: str):
@@ -63,27 +72,29 @@ def strip_comment(text: str) -> str:
     return text.strip()
 
 
+def parse_line(where: Where, body: str) -> Line | None:
+    """One line without its comment: labels, then a directive or an instruction (None if empty)."""
+    labels = []
+    while True:
+        m = _LABEL.match(body)
+        if not m:
+            break
+        labels.append(m.group(1))
+        body = body[m.end():].strip()
+    if not body:
+        return Line(where, tuple(labels), None, "", False) if labels else None
+    if body.startswith("."):
+        name, _, args = body.partition(" ")
+        return Line(where, tuple(labels), name.lower(), args.strip(), False)
+    return Line(where, tuple(labels), None, body, True)
+
+
 def parse_lines(file: str, text: str) -> list[Line]:
     lines = []
     for number, raw in enumerate(text.splitlines(), 1):
-        where = Where(file, number)
-        body = strip_comment(raw)
-        labels = []
-        while True:
-            m = _LABEL.match(body)
-            if not m:
-                break
-            labels.append(m.group(1))
-            body = body[m.end():].strip()
-        if not body:
-            if labels:
-                lines.append(Line(where, tuple(labels), None, "", False))
-            continue
-        if body.startswith("."):
-            name, _, args = body.partition(" ")
-            lines.append(Line(where, tuple(labels), name.lower(), args.strip(), False))
-        else:
-            lines.append(Line(where, tuple(labels), None, body, True))
+        line = parse_line(Where(file, number), strip_comment(raw))
+        if line is not None:
+            lines.append(line)
     return lines
 
 
@@ -134,13 +145,12 @@ _BINARY = [("|",), ("^",), ("&",), ("<<", ">>"), ("+", "-"), ("*", "/", "%")]
 
 
 class Expr:
-    """A parsed expression; `value(lookup)` evaluates it, `symbols` names what it needs."""
+    """A parsed expression; `value(lookup)` evaluates it."""
 
     def __init__(self, text: str, where: Where) -> None:
         self.text = text
         self.where = where
         self.tokens = self._tokenize(text)
-        self.symbols = {t for t in self.tokens if _IDENT.fullmatch(t) or t == "$"}
 
     def _tokenize(self, text: str) -> list[str]:
         tokens, pos = [], 0
@@ -204,7 +214,10 @@ class Expr:
         if tok.startswith("'"):
             inner = tok[1:-1]
             return ord(_ESCAPES.get(inner[1], inner[1]) if inner.startswith("\\") else inner)
-        value = self._lookup(tok)
+        try:
+            value = self._lookup(tok)
+        except UnknownName as exc:
+            raise self.where.error(str(exc)) from None
         if value is None:
             raise self.where.error(f"undefined symbol {tok!r}")
         return value

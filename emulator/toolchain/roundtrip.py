@@ -1,6 +1,6 @@
 """The capstone round trip: every assembled instruction must decode to what its line asked for.
 
-keystone 0.9.2 mis-assembles some instructions without complaint (DESIGN.md §6): a spurious
+keystone 0.9.2 mis-assembles some instructions without complaint: a spurious
 operand-size prefix on 32-bit `ljmp`/`lgdt`, an absolute memory operand turned RIP-relative
 in 64-bit code, and wrong relative targets through its symbol resolver. Comparing the decoded
 instruction with the parsed source line catches all of them, naming the line.
@@ -43,7 +43,8 @@ def _cs(mode: int) -> Cs:
     return _DISASSEMBLERS[mode]
 
 
-def _canonical(mnemonic: str) -> str:
+def canonical(mnemonic: str) -> str:
+    """A mnemonic (with prefixes) as capstone spells it: `jz` -> `je`."""
     return " ".join(ALIASES.get(word, word) for word in mnemonic.split())
 
 
@@ -56,7 +57,7 @@ def verify(insn: Instruction, code: bytes, address: int, mode: int) -> None:
         raise where.error(f"keystone emitted {code.hex()} for {insn.render(address)!r}, which decodes as {shown}")
     d = decoded[0]
     got = f"{d.mnemonic} {d.op_str}".strip()
-    if _canonical(d.mnemonic) != _canonical(insn.mnemonic) and not _equivalent_mnemonic(insn, d):
+    if canonical(d.mnemonic) != canonical(insn.mnemonic) and not _equivalent_mnemonic(insn, d):
         raise where.error(f"asked for {insn.mnemonic!r}, keystone's bytes {code.hex()} decode as {got!r}")
     _check_prefixes(insn, d, mode, code, got)
     if not insn.operands:
@@ -90,7 +91,7 @@ def _check_prefixes(insn: Instruction, d, mode: int, code: bytes, got: str) -> N
                    for op in insn.operands)
     wants_32 = any(isinstance(op, Reg) and (op.name.startswith("e") or op.name.startswith("cr")) for op in insn.operands)
     uses_sse = any(isinstance(op, Reg) and op.name.startswith(("xmm", "ymm")) for op in insn.operands)
-    if uses_sse or (mode == 16 and _canonical(d.mnemonic) in BRANCHES):
+    if uses_sse or (mode == 16 and canonical(d.mnemonic) in BRANCHES):
         return  # SSE: 0x66 is part of the opcode; a 16-bit rel32 branch: its target is checked below
     if mode in (32, 64) and not wants_16:
         raise insn.where.error(f"keystone added an operand-size prefix (0x66) to {insn.mnemonic!r}: {code.hex()} "
@@ -110,7 +111,7 @@ def _same(src, op, d, mode: int) -> bool:
     if isinstance(src, Imm):
         if op.type != X86_OP_IMM:
             return False
-        if _canonical(d.mnemonic) in BRANCHES:
+        if canonical(d.mnemonic) in BRANCHES:
             return (op.imm - src.value) & _mask(mode) == 0
         bits = 8 * (op.size or 8)
         return (op.imm - src.value) % (1 << bits) == 0 or (op.imm - src.value) % (1 << 64) == 0

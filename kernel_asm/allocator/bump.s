@@ -1,6 +1,13 @@
-; BumpAllocator { heap_start @0, heap_end @8, next @16, allocations @24 } (DESIGN.md §4).
-; Allocation bumps `next`; dealloc only counts down (no reuse, as the specification says);
-; reset() frees everything at once.
+; The bump allocator. Allocation bumps `next`; dealloc only counts down (no reuse, as the
+; specification says); reset() frees everything at once.
+
+; emulator/layout.py: BUMP_FIELDS
+.struct BumpAllocator
+    heap_start: .quad
+    heap_end: .quad
+    next: .quad                                 ; where the next allocation starts (before aligning)
+    allocations: .quad                          ; live allocations
+.endstruct
 
 .section text
 ; align_up(addr, align) -> addr rounded up to align (a power of two)
@@ -20,11 +27,11 @@ align_up:
 bump_init:
     push rbp
     mov rbp, rsp
-    mov qword ptr [rdi], rsi
+    mov qword ptr [rdi + BumpAllocator.heap_start], rsi
     lea rax, [rsi + rdx]
-    mov qword ptr [rdi + 8], rax
-    mov qword ptr [rdi + 16], rsi
-    mov qword ptr [rdi + 24], 0
+    mov qword ptr [rdi + BumpAllocator.heap_end], rax
+    mov qword ptr [rdi + BumpAllocator.next], rsi
+    mov qword ptr [rdi + BumpAllocator.allocations], 0
     pop rbp
     ret
 .endfunction
@@ -40,7 +47,7 @@ bump_alloc:
     lea rax, [rdx - 1]
     test rax, rdx
     jnz .Lnull                                  ; not a power of two
-    mov rax, qword ptr [rdi + 16]
+    mov rax, qword ptr [rdi + BumpAllocator.next]
     add rax, rdx
     jc .Lnull
     dec rax
@@ -49,10 +56,10 @@ bump_alloc:
     mov rcx, rax
     add rcx, rsi
     jc .Lnull                                   ; alloc_end overflows
-    cmp rcx, qword ptr [rdi + 8]
+    cmp rcx, qword ptr [rdi + BumpAllocator.heap_end]
     ja .Lnull
-    mov qword ptr [rdi + 16], rcx
-    inc qword ptr [rdi + 24]
+    mov qword ptr [rdi + BumpAllocator.next], rcx
+    inc qword ptr [rdi + BumpAllocator.allocations]
     pop rbp
     ret
 .Lnull:
@@ -66,9 +73,9 @@ bump_alloc:
 bump_dealloc:
     push rbp
     mov rbp, rsp
-    cmp qword ptr [rdi + 24], 0
+    cmp qword ptr [rdi + BumpAllocator.allocations], 0
     je .Lout
-    dec qword ptr [rdi + 24]
+    dec qword ptr [rdi + BumpAllocator.allocations]
 .Lout:
     pop rbp
     ret
@@ -79,9 +86,9 @@ bump_dealloc:
 bump_reset:
     push rbp
     mov rbp, rsp
-    mov rax, qword ptr [rdi]
-    mov qword ptr [rdi + 16], rax
-    mov qword ptr [rdi + 24], 0
+    mov rax, qword ptr [rdi + BumpAllocator.heap_start]
+    mov qword ptr [rdi + BumpAllocator.next], rax
+    mov qword ptr [rdi + BumpAllocator.allocations], 0
     pop rbp
     ret
 .endfunction
@@ -91,10 +98,10 @@ bump_reset:
 bump_stats:
     push rbp
     mov rbp, rsp
-    mov rax, qword ptr [rdi + 8]
-    sub rax, qword ptr [rdi]
-    mov rdx, qword ptr [rdi + 16]
-    sub rdx, qword ptr [rdi]
+    mov rax, qword ptr [rdi + BumpAllocator.heap_end]
+    sub rax, qword ptr [rdi + BumpAllocator.heap_start]
+    mov rdx, qword ptr [rdi + BumpAllocator.next]
+    sub rdx, qword ptr [rdi + BumpAllocator.heap_start]
     mov rcx, rax
     sub rcx, rdx
     pop rbp

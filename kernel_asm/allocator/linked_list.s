@@ -1,10 +1,20 @@
-; LinkedListAllocator { head: ListNode }, ListNode { size @0, next @8 } (DESIGN.md §4).
-; First fit over a singly linked free list, as blog_os's allocator: a block is at least
-; 16 bytes (a ListNode) and its size a multiple of its alignment (at least 8); the part of a
-; region after an allocation is split off when it can hold a ListNode; the part before an
-; aligned start is not given back; dealloc pushes the block at the head; no coalescing.
+; The linked-list allocator: first fit over a singly linked free list, as blog_os's
+; allocator: a block is at least 16 bytes (a ListNode) and its size a multiple of its
+; alignment (at least 8); the part of a region after an allocation is split off when it can
+; hold a ListNode; the part before an aligned start is not given back; dealloc pushes the
+; block at the head; no coalescing.
 
-.equ MIN_BLOCK, 16
+; A free block's header (emulator/layout.py: LIST_NODE_SIZE_OFFSET, LIST_NODE_NEXT_OFFSET)
+.struct ListNode
+    size: .quad                                 ; the block's size, this header included
+    next: .quad                                 ; the next free block, or 0
+.endstruct
+
+.struct LinkedListAllocator
+    head: ListNode                              ; a dummy node: head.next is the first free block
+.endstruct
+
+.equ MIN_BLOCK, ListNode.SIZE
 .equ NODE_ALIGN, 8
 
 .section text
@@ -13,8 +23,8 @@
 ll_init:
     push rbp
     mov rbp, rsp
-    mov qword ptr [rdi], 0
-    mov qword ptr [rdi + 8], 0
+    mov qword ptr [rdi + LinkedListAllocator.head.size], 0
+    mov qword ptr [rdi + LinkedListAllocator.head.next], 0
     call ll_add_free_region
     pop rbp
     ret
@@ -25,10 +35,10 @@ ll_init:
 ll_add_free_region:
     push rbp
     mov rbp, rsp
-    mov qword ptr [rsi], rdx
-    mov rax, qword ptr [rdi + 8]
-    mov qword ptr [rsi + 8], rax
-    mov qword ptr [rdi + 8], rsi
+    mov qword ptr [rsi + ListNode.size], rdx
+    mov rax, qword ptr [rdi + LinkedListAllocator.head.next]
+    mov qword ptr [rsi + ListNode.next], rax
+    mov qword ptr [rdi + LinkedListAllocator.head.next], rsi
     pop rbp
     ret
 .endfunction
@@ -68,7 +78,7 @@ ll_alloc_from_region:
     add rcx, rsi
     jc .Lno                                     ; alloc_end
     mov r8, rdi
-    add r8, qword ptr [rdi]                     ; region end
+    add r8, qword ptr [rdi + ListNode.size]     ; region end
     cmp rcx, r8
     ja .Lno
     sub r8, rcx                                 ; excess
@@ -103,7 +113,7 @@ ll_alloc:
     mov r13, rdx                                ; align
     mov r14, rbx                                ; current node (the head is a ListNode too)
 .Lfind:
-    mov r15, qword ptr [r14 + 8]                ; region = current.next
+    mov r15, qword ptr [r14 + ListNode.next]    ; region = current.next
     test r15, r15
     jz .Lnone
     mov rdi, r15
@@ -115,11 +125,11 @@ ll_alloc:
     mov r14, r15
     jmp .Lfind
 .Lfound:
-    mov rcx, qword ptr [r15 + 8]
-    mov qword ptr [r14 + 8], rcx                ; unlink the region
+    mov rcx, qword ptr [r15 + ListNode.next]
+    mov qword ptr [r14 + ListNode.next], rcx    ; unlink the region
     lea rsi, [rax + r12]                        ; alloc_end
     mov rdx, r15
-    add rdx, qword ptr [r15]
+    add rdx, qword ptr [r15 + ListNode.size]
     sub rdx, rsi                                ; excess
     jz .Ldone
     mov r12, rax
@@ -171,16 +181,16 @@ ll_free_bytes:
     xor eax, eax
     xor edx, edx
     xor ecx, ecx
-    mov r8, qword ptr [rdi + 8]
+    mov r8, qword ptr [rdi + LinkedListAllocator.head.next]
 .Lnode:
     test r8, r8
     jz .Lout
-    mov r9, qword ptr [r8]
+    mov r9, qword ptr [r8 + ListNode.size]
     add rax, r9
     inc rdx
     cmp r9, rcx
     cmova rcx, r9
-    mov r8, qword ptr [r8 + 8]
+    mov r8, qword ptr [r8 + ListNode.next]
     jmp .Lnode
 .Lout:
     pop rbp

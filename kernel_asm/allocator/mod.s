@@ -1,8 +1,22 @@
-; The global allocator: LockedAllocator { lock @0, kind @8, inner @16 } behind rustc's
-; `__rust_*` allocator entry points (System V ABI), chosen at boot by `allocator=`.
+; The global allocator: a LockedAllocator behind rustc's `__rust_*` allocator entry points
+; (System V ABI), its inner allocator chosen at boot by `allocator=`.
 
 .equ KIND_BUMP, 0
 .equ KIND_LINKED_LIST, 1
+
+; ALLOCATOR, read by the host's heap views (emulator/layout.py: LOCK_OFFSET, KIND_OFFSET, INNER_OFFSET)
+.struct LockedAllocator
+    lock: .quad                                 ; the spin lock: 0 free, 1 held
+    kind: .quad                                 ; KIND_BUMP or KIND_LINKED_LIST: which inner allocator
+    inner: BumpAllocator | LinkedListAllocator
+.endstruct
+
+; What heap_stats() returns (through a hidden pointer: it is over 16 bytes)
+.struct HeapStats
+    heap_size: .quad
+    used: .quad
+    free: .quad
+.endstruct
 
 .section text
 ; init(kind): the whole heap to the chosen allocator
@@ -11,12 +25,12 @@ allocator_init:
     push rbp
     mov rbp, rsp
     lea rax, [rip + ALLOCATOR]
-    mov qword ptr [rax], 0
-    mov qword ptr [rax + 8], rdi
-    lea rdi, [rax + 16]
+    mov qword ptr [rax + LockedAllocator.lock], 0
+    mov qword ptr [rax + LockedAllocator.kind], rdi
+    lea rdi, [rax + LockedAllocator.inner]
     mov rsi, HEAP_START
     mov edx, HEAP_SIZE
-    cmp qword ptr [rax + 8], KIND_BUMP
+    cmp qword ptr [rax + LockedAllocator.kind], KIND_BUMP
     jne .Llinked
     call bump_init
     jmp .Lout
@@ -32,7 +46,7 @@ allocator_init:
 lock_acquire:
     push rbp
     mov rbp, rsp
-    lea rdx, [rip + ALLOCATOR]
+    lea rdx, [rip + ALLOCATOR + LockedAllocator.lock]
 .Ltry:
     mov eax, 1
     xchg qword ptr [rdx], rax
@@ -52,7 +66,7 @@ lock_acquire:
 lock_release:
     push rbp
     mov rbp, rsp
-    lea rdx, [rip + ALLOCATOR]
+    lea rdx, [rip + ALLOCATOR + LockedAllocator.lock]
     mov qword ptr [rdx], 0
     pop rbp
     ret
@@ -68,10 +82,10 @@ global_alloc:
     mov rbx, rdi
     mov r12, rsi
     call lock_acquire
-    lea rdi, [rip + ALLOCATOR + 16]
+    lea rdi, [rip + ALLOCATOR + LockedAllocator.inner]
     mov rsi, rbx
     mov rdx, r12
-    cmp qword ptr [rip + ALLOCATOR + 8], KIND_BUMP
+    cmp qword ptr [rip + ALLOCATOR + LockedAllocator.kind], KIND_BUMP
     jne .Llinked
     call bump_alloc
     jmp .Lunlock
@@ -100,11 +114,11 @@ global_dealloc:
     mov r12, rsi
     mov r13, rdx
     call lock_acquire
-    lea rdi, [rip + ALLOCATOR + 16]
+    lea rdi, [rip + ALLOCATOR + LockedAllocator.inner]
     mov rsi, rbx
     mov rdx, r12
     mov rcx, r13
-    cmp qword ptr [rip + ALLOCATOR + 8], KIND_BUMP
+    cmp qword ptr [rip + ALLOCATOR + LockedAllocator.kind], KIND_BUMP
     jne .Llinked
     call bump_dealloc
     jmp .Lunlock
@@ -120,8 +134,8 @@ global_dealloc:
     ret
 .endfunction
 
-; heap_stats(out: *mut HeapStats) -> out; HeapStats { heap_size, used, free } (24 bytes, so
-; returned through a hidden pointer in rdi as the System V ABI does for structs over 16 bytes)
+; heap_stats(out: *mut HeapStats) -> out (HeapStats is 24 bytes, so it is returned through a
+; hidden pointer in rdi, as the System V ABI does for structs over 16 bytes)
 .function heap_stats, aetherion::allocator::heap_stats
 heap_stats:
     push rbp
@@ -130,8 +144,8 @@ heap_stats:
     sub rsp, 8
     mov rbx, rdi
     call lock_acquire
-    lea rdi, [rip + ALLOCATOR + 16]
-    cmp qword ptr [rip + ALLOCATOR + 8], KIND_BUMP
+    lea rdi, [rip + ALLOCATOR + LockedAllocator.inner]
+    cmp qword ptr [rip + ALLOCATOR + LockedAllocator.kind], KIND_BUMP
     jne .Llinked
     call bump_stats
     jmp .Lstore
@@ -142,9 +156,9 @@ heap_stats:
     mov rdx, rax
     sub rdx, rcx                                ; used = heap_size - free
 .Lstore:
-    mov qword ptr [rbx], rax
-    mov qword ptr [rbx + 8], rdx
-    mov qword ptr [rbx + 16], rcx
+    mov qword ptr [rbx + HeapStats.heap_size], rax
+    mov qword ptr [rbx + HeapStats.used], rdx
+    mov qword ptr [rbx + HeapStats.free], rcx
     call lock_release
     mov rax, rbx
     add rsp, 8
@@ -233,17 +247,17 @@ bump_realloc_in_place:
     add rsp, 8
     pop r8
     xor eax, eax
-    cmp qword ptr [rip + ALLOCATOR + 8], KIND_BUMP
+    cmp qword ptr [rip + ALLOCATOR + LockedAllocator.kind], KIND_BUMP
     jne .Ldone
     lea rcx, [rbx + r8]
-    cmp rcx, qword ptr [rip + ALLOCATOR + 32]   ; BumpAllocator.next: the block is the last one
+    cmp rcx, qword ptr [rip + ALLOCATOR + LockedAllocator.inner.next]   ; the block is the last one
     jne .Ldone
     mov rcx, rbx
     add rcx, r12
     jc .Ldone
-    cmp rcx, qword ptr [rip + ALLOCATOR + 24]   ; heap_end
+    cmp rcx, qword ptr [rip + ALLOCATOR + LockedAllocator.inner.heap_end]
     ja .Ldone
-    mov qword ptr [rip + ALLOCATOR + 32], rcx
+    mov qword ptr [rip + ALLOCATOR + LockedAllocator.inner.next], rcx
     mov rax, rbx
 .Ldone:
     mov rbx, rax
@@ -288,9 +302,7 @@ __rust_alloc_error_handler:
     push r12
     mov rbx, rdi
     mov r12, rsi
-    .srcloc .Lwhere
-    lea rdi, [rip + .Lwhere]
-    call panic_header
+    call_here panic_header, rdi
     lea rdi, [rip + layout_text]
     call serial_write_cstr
     mov rdi, rbx
@@ -316,5 +328,7 @@ close_text: .asciz ") }\n"
 
 .section data
 .object ALLOCATOR, aetherion::allocator::ALLOCATOR
-ALLOCATOR: .quad 0, KIND_LINKED_LIST, 0, 0, 0, 0
+ALLOCATOR:
+    .quad 0, KIND_LINKED_LIST                   ; lock, kind
+    .zero LockedAllocator.SIZE - LockedAllocator.inner
 .endobject

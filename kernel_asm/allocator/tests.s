@@ -2,7 +2,16 @@
 ; heap integration tests through the global allocator.
 
 .equ REGION_SIZE, 65536
+.equ BOX_SIZE, 1024
 .equ BOXES, 2048                                ; 2048 KiB of 1 KiB boxes: twice the heap
+.equ BLOCKS, 10                                 ; test_multiple_allocs' blocks
+
+; A record of align_cases
+.struct AlignCase
+    addr: .quad                                 ; -1 ends the table
+    align: .quad
+    expected: .quad
+.endstruct
 
 .section text
 .function test_align_up, aetherion::allocator::bump::tests::test_align_up
@@ -13,17 +22,15 @@ test_align_up:
     sub rsp, 8
     lea rbx, [rip + align_cases]
 .Lcase:
-    mov rdi, qword ptr [rbx]
+    mov rdi, qword ptr [rbx + AlignCase.addr]
     cmp rdi, -1
     je .Ldone
-    mov rsi, qword ptr [rbx + 8]
+    mov rsi, qword ptr [rbx + AlignCase.align]
     call align_up
     mov rdi, rax
-    mov rsi, qword ptr [rbx + 16]
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call assert_eq
-    add rbx, 24
+    mov rsi, qword ptr [rbx + AlignCase.expected]
+    call_here assert_eq, rdx
+    add rbx, AlignCase.SIZE
     jmp .Lcase
 .Ldone:
     add rsp, 8
@@ -54,26 +61,18 @@ test_bump_allocator:
     sub rsp, 8
     call fresh_bump
     mov rbx, rax
-    mov rdi, qword ptr [rbx]
+    mov rdi, qword ptr [rbx + BumpAllocator.heap_start]
     lea rsi, [rip + test_region]
-    .srcloc .Lstart
-    lea rdx, [rip + .Lstart]
-    call assert_eq
-    mov rdi, qword ptr [rbx + 8]
+    call_here assert_eq, rdx
+    mov rdi, qword ptr [rbx + BumpAllocator.heap_end]
     lea rsi, [rip + test_region + REGION_SIZE]
-    .srcloc .Lend
-    lea rdx, [rip + .Lend]
-    call assert_eq
-    mov rdi, qword ptr [rbx + 16]
+    call_here assert_eq, rdx
+    mov rdi, qword ptr [rbx + BumpAllocator.next]
     lea rsi, [rip + test_region]
-    .srcloc .Lnext
-    lea rdx, [rip + .Lnext]
-    call assert_eq
-    mov rdi, qword ptr [rbx + 24]
+    call_here assert_eq, rdx
+    mov rdi, qword ptr [rbx + BumpAllocator.allocations]
     xor esi, esi
-    .srcloc .Lcount
-    lea rdx, [rip + .Lcount]
-    call assert_eq
+    call_here assert_eq, rdx
     add rsp, 8
     pop rbx
     pop rbp
@@ -117,37 +116,25 @@ test_allocation:
     mov edi, 16
     mov esi, 8
     xor edx, edx
-    .srcloc .La
-    lea rcx, [rip + .La]
-    call bump_expect
+    call_here bump_expect, rcx
     mov edi, 8
     mov esi, 8
     mov edx, 16
-    .srcloc .Lb
-    lea rcx, [rip + .Lb]
-    call bump_expect
+    call_here bump_expect, rcx
     mov edi, 1
     mov esi, 1
     mov edx, 24
-    .srcloc .Lc
-    lea rcx, [rip + .Lc]
-    call bump_expect
+    call_here bump_expect, rcx
     mov edi, 8
     mov esi, 64
     mov edx, 64                                 ; 25 rounded up to 64
-    .srcloc .Ld
-    lea rcx, [rip + .Ld]
-    call bump_expect
-    mov rdi, qword ptr [rip + test_bump + 24]
+    call_here bump_expect, rcx
+    mov rdi, qword ptr [rip + test_bump + BumpAllocator.allocations]
     mov esi, 4
-    .srcloc .Lcount
-    lea rdx, [rip + .Lcount]
-    call assert_eq
-    mov rdi, qword ptr [rip + test_bump + 16]
+    call_here assert_eq, rdx
+    mov rdi, qword ptr [rip + test_bump + BumpAllocator.next]
     lea rsi, [rip + test_region + 72]
-    .srcloc .Lnext
-    lea rdx, [rip + .Lnext]
-    call assert_eq
+    call_here assert_eq, rdx
     pop rbp
     ret
 .endfunction
@@ -160,40 +147,28 @@ test_out_of_memory:
     mov edi, REGION_SIZE + 1
     mov esi, 1
     mov rdx, -1
-    .srcloc .Ltoo_big
-    lea rcx, [rip + .Ltoo_big]
-    call bump_expect
+    call_here bump_expect, rcx
     mov edi, REGION_SIZE
     mov esi, 1
     xor edx, edx
-    .srcloc .Lexact
-    lea rcx, [rip + .Lexact]
-    call bump_expect
+    call_here bump_expect, rcx
     mov edi, 1
     mov esi, 1
     mov rdx, -1
-    .srcloc .Lfull
-    lea rcx, [rip + .Lfull]
-    call bump_expect
+    call_here bump_expect, rcx
     call fresh_bump
     mov edi, 8
     mov rsi, 0x4000000000000000                 ; alignment far beyond the heap
     mov rdx, -1
-    .srcloc .Lalign
-    lea rcx, [rip + .Lalign]
-    call bump_expect
+    call_here bump_expect, rcx
     mov rdi, -8                                 ; size that overflows the address space
     mov esi, 8
     mov rdx, -1
-    .srcloc .Loverflow
-    lea rcx, [rip + .Loverflow]
-    call bump_expect
+    call_here bump_expect, rcx
     mov edi, 8
     mov esi, 3                                  ; not a power of two
     mov rdx, -1
-    .srcloc .Lbad_align
-    lea rcx, [rip + .Lbad_align]
-    call bump_expect
+    call_here bump_expect, rcx
     pop rbp
     ret
 .endfunction
@@ -213,22 +188,16 @@ test_reset:
     call bump_alloc
     lea rdi, [rip + test_bump]
     call bump_reset
-    mov rdi, qword ptr [rip + test_bump + 16]
+    mov rdi, qword ptr [rip + test_bump + BumpAllocator.next]
     lea rsi, [rip + test_region]
-    .srcloc .Lnext
-    lea rdx, [rip + .Lnext]
-    call assert_eq
-    mov rdi, qword ptr [rip + test_bump + 24]
+    call_here assert_eq, rdx
+    mov rdi, qword ptr [rip + test_bump + BumpAllocator.allocations]
     xor esi, esi
-    .srcloc .Lcount
-    lea rdx, [rip + .Lcount]
-    call assert_eq
+    call_here assert_eq, rdx
     mov edi, 16
     mov esi, 8
     xor edx, edx
-    .srcloc .Lagain
-    lea rcx, [rip + .Lagain]
-    call bump_expect
+    call_here bump_expect, rcx
     pop rbp
     ret
 .endfunction
@@ -281,26 +250,18 @@ test_linked_list_allocator:
     push rbp
     mov rbp, rsp
     call fresh_ll
-    mov rdi, qword ptr [rip + test_ll + 8]
-    lea rsi, [rip + test_region]
-    .srcloc .Lhead
-    lea rdx, [rip + .Lhead]
-    call assert_eq
-    mov rdi, qword ptr [rip + test_region]
+    mov rdi, qword ptr [rip + test_ll + LinkedListAllocator.head.next]
+    lea rsi, [rip + test_region]                ; the whole region is one free block
+    call_here assert_eq, rdx
+    mov rdi, qword ptr [rip + test_region + ListNode.size]
     mov esi, REGION_SIZE
-    .srcloc .Lsize
-    lea rdx, [rip + .Lsize]
-    call assert_eq
-    mov rdi, qword ptr [rip + test_region + 8]
+    call_here assert_eq, rdx
+    mov rdi, qword ptr [rip + test_region + ListNode.next]
     xor esi, esi
-    .srcloc .Lend
-    lea rdx, [rip + .Lend]
-    call assert_eq
+    call_here assert_eq, rdx
     mov edi, REGION_SIZE
     mov esi, 1
-    .srcloc .Lfree
-    lea rdx, [rip + .Lfree]
-    call ll_expect_free
+    call_here ll_expect_free, rdx
     pop rbp
     ret
 .endfunction
@@ -319,14 +280,10 @@ test_alloc_dealloc:
     mov rbx, rax
     mov rdi, rax
     lea rsi, [rip + test_region]
-    .srcloc .Lfirst
-    lea rdx, [rip + .Lfirst]
-    call assert_eq
+    call_here assert_eq, rdx
     mov edi, REGION_SIZE - 64
     mov esi, 1
-    .srcloc .Ltaken
-    lea rdx, [rip + .Ltaken]
-    call ll_expect_free
+    call_here ll_expect_free, rdx
     lea rdi, [rip + test_ll]
     mov rsi, rbx
     mov edx, 64
@@ -334,18 +291,14 @@ test_alloc_dealloc:
     call ll_dealloc
     mov edi, REGION_SIZE
     mov esi, 2                                  ; no coalescing: two blocks now
-    .srcloc .Lback
-    lea rdx, [rip + .Lback]
-    call ll_expect_free
+    call_here ll_expect_free, rdx
     lea rdi, [rip + test_ll]
     mov esi, 64
     mov edx, 8
     call ll_alloc
     mov rdi, rax
     mov rsi, rbx
-    .srcloc .Lreused
-    lea rdx, [rip + .Lreused]
-    call assert_eq
+    call_here assert_eq, rdx
     add rsp, 8
     pop rbx
     pop rbp
@@ -372,16 +325,14 @@ test_multiple_allocs:
     lea rcx, [rip + test_region]
     add rsi, rcx
     mov rdi, rax
-    .srcloc .Lplace
-    lea rdx, [rip + .Lplace]
-    call assert_eq
+    call_here assert_eq, rdx
     lea rcx, [rip + test_ptrs]
     mov rdi, qword ptr [rcx + rbx * 8]
     mov eax, ebx
     mov ecx, 100
     rep stosb                                   ; fill block i with byte i
     inc ebx
-    cmp ebx, 10
+    cmp ebx, BLOCKS
     jne .Lalloc
     xor ebx, ebx
 .Lcheck:
@@ -389,9 +340,7 @@ test_multiple_allocs:
     mov rax, qword ptr [rcx + rbx * 8]
     movzx edi, byte ptr [rax + 99]
     mov esi, ebx
-    .srcloc .Lintact
-    lea rdx, [rip + .Lintact]
-    call assert_eq
+    call_here assert_eq, rdx
     lea rdi, [rip + test_ll]
     lea rcx, [rip + test_ptrs]
     mov rsi, qword ptr [rcx + rbx * 8]
@@ -399,13 +348,11 @@ test_multiple_allocs:
     mov ecx, 8
     call ll_dealloc
     inc ebx
-    cmp ebx, 10
+    cmp ebx, BLOCKS
     jne .Lcheck
     mov edi, REGION_SIZE
-    mov esi, 11
-    .srcloc .Lall_back
-    lea rdx, [rip + .Lall_back]
-    call ll_expect_free
+    mov esi, BLOCKS + 1
+    call_here ll_expect_free, rdx
     pop r12
     pop rbx
     pop rbp
@@ -420,28 +367,26 @@ test_heap_stats:
     mov rbp, rsp
     push rbx
     push r12
-    sub rsp, 48
-    lea rdi, [rbp - 64]
+    sub rsp, 48                                 ; two HeapStats, below the saved rbx and r12:
+.equ .Lbefore, -64
+.equ .Lafter, -40
+    lea rdi, [rbp + .Lbefore]
     call heap_stats
-    mov rdi, qword ptr [rbp - 64]
+    mov rdi, qword ptr [rbp + .Lbefore + HeapStats.heap_size]
     mov esi, HEAP_SIZE
-    .srcloc .Lsize
-    lea rdx, [rip + .Lsize]
-    call assert_eq
-    mov rdi, qword ptr [rbp - 56]
-    add rdi, qword ptr [rbp - 48]
+    call_here assert_eq, rdx
+    mov rdi, qword ptr [rbp + .Lbefore + HeapStats.used]
+    add rdi, qword ptr [rbp + .Lbefore + HeapStats.free]
     mov esi, HEAP_SIZE
-    .srcloc .Lsum
-    lea rdx, [rip + .Lsum]
-    call assert_eq
-    mov rbx, qword ptr [rbp - 56]
+    call_here assert_eq, rdx
+    mov rbx, qword ptr [rbp + .Lbefore + HeapStats.used]
     mov edi, 100
     mov esi, 8
     call __rust_alloc
     mov r12, rax
-    lea rdi, [rbp - 40]
+    lea rdi, [rbp + .Lafter]
     call heap_stats
-    mov rax, qword ptr [rbp - 32]
+    mov rax, qword ptr [rbp + .Lafter + HeapStats.used]
     sub rax, rbx
     xor edi, edi
     cmp rax, 100
@@ -449,9 +394,7 @@ test_heap_stats:
     cmp rax, 112
     setb dil
 .Lverdict:
-    .srcloc .Lgrew
-    lea rsi, [rip + .Lgrew]
-    call assert_true
+    call_here assert_true, rsi
     mov rdi, r12
     mov esi, 100
     mov edx, 8
@@ -477,14 +420,10 @@ simple_allocation:
     mov r12, rax
     mov edi, dword ptr [rbx]
     mov esi, 41
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call assert_eq
+    call_here assert_eq, rdx
     mov edi, dword ptr [r12]
     mov esi, 13
-    .srcloc .Lb
-    lea rdx, [rip + .Lb]
-    call assert_eq
+    call_here assert_eq, rdx
     mov rdi, r12
     mov esi, 4
     mov edx, 4
@@ -504,13 +443,14 @@ large_vec:
     push rbp
     mov rbp, rsp
     push rbx
-    sub rsp, 24
-    lea rdi, [rbp - 32]
+    sub rsp, 24                                 ; a Vec<u64>, below the saved rbx
+.equ .Lvec, -32
+    lea rdi, [rbp + .Lvec]
     mov esi, 8
     call vec_new
     xor ebx, ebx
 .Lpush:
-    lea rdi, [rbp - 32]
+    lea rdi, [rbp + .Lvec]
     mov rsi, rbx
     call vec_push_u64
     inc ebx
@@ -518,17 +458,15 @@ large_vec:
     jne .Lpush
     xor edi, edi
     xor ecx, ecx
-    mov rax, qword ptr [rbp - 32]
+    mov rax, qword ptr [rbp + .Lvec + Vec.ptr]
 .Lsum:
     add rdi, qword ptr [rax + rcx * 8]
     inc ecx
     cmp ecx, 1000
     jne .Lsum
     mov esi, 499500                             ; (n - 1) * n / 2
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call assert_eq
-    lea rdi, [rbp - 32]
+    call_here assert_eq, rdx
+    lea rdi, [rbp + .Lvec]
     mov esi, 8
     mov edx, 8
     call vec_drop
@@ -547,19 +485,17 @@ box_churn:
     push r12
     xor ebx, ebx
 .Lbox:
-    mov edi, 1024
+    mov edi, BOX_SIZE
     mov esi, 8
     call box_new_bytes
     mov r12, rax
-    mov qword ptr [r12], rbx
-    mov qword ptr [r12 + 1016], rbx
-    mov rdi, qword ptr [r12 + 1016]
+    mov qword ptr [r12], rbx                    ; the first and the last u64
+    mov qword ptr [r12 + BOX_SIZE - 8], rbx
+    mov rdi, qword ptr [r12 + BOX_SIZE - 8]
     mov rsi, rbx
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call assert_eq
+    call_here assert_eq, rdx
     mov rdi, r12
-    mov esi, 1024
+    mov esi, BOX_SIZE
     mov edx, 8
     call box_drop
     inc ebx
@@ -592,9 +528,7 @@ many_boxes_long_lived:
     call box_churn
     mov edi, dword ptr [rbx]
     mov esi, 1
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call assert_eq
+    call_here assert_eq, rdx
     mov rdi, rbx
     mov esi, 4
     mov edx, 4
@@ -626,17 +560,13 @@ head_excess_reuse:
     mov r12, rax
     mov rdi, rax
     mov rsi, rbx
-    .srcloc .Lhead
-    lea rdx, [rip + .Lhead]
-    call assert_eq
+    call_here assert_eq, rdx
     mov edi, 512
     mov esi, 8
     call __rust_alloc
     mov rdi, rax
     lea rsi, [rbx + 512]
-    .srcloc .Lexcess
-    lea rdx, [rip + .Lexcess]
-    call assert_eq
+    call_here assert_eq, rdx
     lea rdi, [rbx + 512]
     mov esi, 512
     mov edx, 8
@@ -653,8 +583,7 @@ head_excess_reuse:
 
 .section rodata
 .align 8
-; align_up cases: {addr, align, expected}, ended by -1
-align_cases:
+align_cases:                                    ; AlignCase records
     .quad 0, 8, 0
     .quad 1, 8, 8
     .quad 8, 8, 8
@@ -666,52 +595,23 @@ reuse_reason: .asciz "the bump allocator never reuses freed memory"
 
 .section bss
 .align 4096
-test_region: .zero 65536
-test_bump: .zero 32
-test_ll: .zero 16
-test_ptrs: .zero 80
+test_region: .zero REGION_SIZE
+test_bump: .zero BumpAllocator.SIZE
+test_ll: .zero LinkedListAllocator.SIZE
+test_ptrs: .zero BLOCKS * 8
 
-.section testtable
-    .quad .Lname0, .Lname0_end - .Lname0, test_align_up, 0
-    .quad .Lname1, .Lname1_end - .Lname1, test_bump_allocator, 0
-    .quad .Lname2, .Lname2_end - .Lname2, test_allocation, 0
-    .quad .Lname3, .Lname3_end - .Lname3, test_out_of_memory, 0
-    .quad .Lname4, .Lname4_end - .Lname4, test_reset, 0
-    .quad .Lname5, .Lname5_end - .Lname5, test_linked_list_allocator, 0
-    .quad .Lname6, .Lname6_end - .Lname6, test_alloc_dealloc, 0
-    .quad .Lname7, .Lname7_end - .Lname7, test_multiple_allocs, 0
-    .quad .Lname8, .Lname8_end - .Lname8, test_heap_stats, 0
-    .quad .Lname9, .Lname9_end - .Lname9, simple_allocation, 0
-    .quad .Lname10, .Lname10_end - .Lname10, large_vec, 0
-    .quad .Lname11, .Lname11_end - .Lname11, many_boxes, reuse_reason
-    .quad .Lname12, .Lname12_end - .Lname12, many_boxes_long_lived, reuse_reason
-    .quad .Lname13, .Lname13_end - .Lname13, head_excess_reuse, reuse_reason
-.section rodata
-.Lname0: .ascii "allocator::bump::test_align_up"
-.Lname0_end:
-.Lname1: .ascii "allocator::bump::test_bump_allocator"
-.Lname1_end:
-.Lname2: .ascii "allocator::bump::test_allocation"
-.Lname2_end:
-.Lname3: .ascii "allocator::bump::test_out_of_memory"
-.Lname3_end:
-.Lname4: .ascii "allocator::bump::test_reset"
-.Lname4_end:
-.Lname5: .ascii "allocator::linked_list::test_linked_list_allocator"
-.Lname5_end:
-.Lname6: .ascii "allocator::linked_list::test_alloc_dealloc"
-.Lname6_end:
-.Lname7: .ascii "allocator::linked_list::test_multiple_allocs"
-.Lname7_end:
-.Lname8: .ascii "allocator::test_heap_stats"
-.Lname8_end:
-.Lname9: .ascii "heap_allocation::simple_allocation"
-.Lname9_end:
-.Lname10: .ascii "heap_allocation::large_vec"
-.Lname10_end:
-.Lname11: .ascii "heap_allocation::many_boxes"
-.Lname11_end:
-.Lname12: .ascii "heap_allocation::many_boxes_long_lived"
-.Lname12_end:
-.Lname13: .ascii "heap_allocation::head_excess_reuse"
-.Lname13_end:
+; The test table (the test_case macro is in test_runner.s)
+test_case test_align_up, "allocator::bump::test_align_up"
+test_case test_bump_allocator, "allocator::bump::test_bump_allocator"
+test_case test_allocation, "allocator::bump::test_allocation"
+test_case test_out_of_memory, "allocator::bump::test_out_of_memory"
+test_case test_reset, "allocator::bump::test_reset"
+test_case test_linked_list_allocator, "allocator::linked_list::test_linked_list_allocator"
+test_case test_alloc_dealloc, "allocator::linked_list::test_alloc_dealloc"
+test_case test_multiple_allocs, "allocator::linked_list::test_multiple_allocs"
+test_case test_heap_stats, "allocator::test_heap_stats"
+test_case simple_allocation, "heap_allocation::simple_allocation"
+test_case large_vec, "heap_allocation::large_vec"
+test_case many_boxes, "heap_allocation::many_boxes", reuse_reason
+test_case many_boxes_long_lived, "heap_allocation::many_boxes_long_lived", reuse_reason
+test_case head_excess_reuse, "heap_allocation::head_excess_reuse", reuse_reason

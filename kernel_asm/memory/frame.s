@@ -1,15 +1,16 @@
 ; Phase 1.1: the physical frame allocator over the 32 MiB pool, a bitmap.
-;
-; FRAME_ALLOCATOR (read by emulator/frames.py):
-;   pool_start @0, pool_end @8, total @16 (usable frames), free @24, search_from @32 (frame index),
-;   used bitmap @40 (128 u64: bit set = allocated, or not RAM), usable bitmap @1064 (bit set = RAM per E820)
 ; Frame i is the physical page POOL_START + i * 4096. Allocation is lowest-address first.
 
-.equ FA_TOTAL, 16
-.equ FA_FREE, 24
-.equ FA_SEARCH, 32
-.equ FA_USED, 40
-.equ FA_USABLE, 1064
+; FRAME_ALLOCATOR, read by the host's frame-pool view (emulator/layout.py: FRAME_*)
+.struct FrameAllocator
+    pool_start: .quad
+    pool_end: .quad
+    total: .quad                                ; usable frames
+    free: .quad
+    search_from: .quad                          ; the frame index where a search starts
+    used: .quad FRAME_BITMAP_WORDS              ; bit set = allocated, or not RAM
+    usable: .quad FRAME_BITMAP_WORDS            ; bit set = RAM according to the E820 map
+.endstruct
 
 .section text
 ; init(start_info): usable = pool frames lying wholly inside an E820 RAM range
@@ -22,31 +23,31 @@ frame_init:
     push r13
     push r14
     lea rbx, [rip + FRAME_ALLOCATOR]
-    mov qword ptr [rbx], POOL_START
-    mov qword ptr [rbx + 8], POOL_END
+    mov qword ptr [rbx + FrameAllocator.pool_start], POOL_START
+    mov qword ptr [rbx + FrameAllocator.pool_end], POOL_END
     xor ecx, ecx
 .Lall_used:
-    mov qword ptr [rbx + FA_USED + rcx*8], -1
-    mov qword ptr [rbx + FA_USABLE + rcx*8], 0
+    mov qword ptr [rbx + FrameAllocator.used + rcx*8], -1
+    mov qword ptr [rbx + FrameAllocator.usable + rcx*8], 0
     inc ecx
-    cmp ecx, 128
+    cmp ecx, FRAME_BITMAP_WORDS
     jne .Lall_used
-    mov r12, qword ptr [rdi + 40]               ; memmap
-    mov r13d, dword ptr [rdi + 48]              ; entries
+    mov r12, qword ptr [rdi + HvmStartInfo.memmap_paddr]
+    mov r13d, dword ptr [rdi + HvmStartInfo.memmap_entries]
     xor r14d, r14d                              ; frames found
 .Lentry:
     test r13, r13
     jz .Ldone
-    cmp dword ptr [r12 + 16], E820_RAM
+    cmp dword ptr [r12 + HvmMemmapEntry.type], E820_RAM
     jne .Lskip
-    mov rax, qword ptr [r12]                    ; first frame: max(align_up(addr), POOL_START)
+    mov rax, qword ptr [r12 + HvmMemmapEntry.addr]  ; first frame: max(align_up(addr), POOL_START)
     add rax, PAGE_SIZE - 1
     and rax, -PAGE_SIZE
     mov ecx, POOL_START
     cmp rax, rcx
     cmovb rax, rcx
-    mov rdx, qword ptr [r12]                    ; end: min(align_down(addr + size), POOL_END)
-    add rdx, qword ptr [r12 + 8]
+    mov rdx, qword ptr [r12 + HvmMemmapEntry.addr]  ; end: min(align_down(addr + size), POOL_END)
+    add rdx, qword ptr [r12 + HvmMemmapEntry.size]
     and rdx, -PAGE_SIZE
     mov ecx, POOL_END
     cmp rdx, rcx
@@ -57,21 +58,21 @@ frame_init:
     mov rcx, rax
     sub rcx, POOL_START
     shr rcx, 12
-    btr qword ptr [rbx + FA_USED], rcx          ; bit string ops: rcx indexes bits from the base
-    bts qword ptr [rbx + FA_USABLE], rcx
+    btr qword ptr [rbx + FrameAllocator.used], rcx  ; bit string ops: rcx indexes bits from the base
+    bts qword ptr [rbx + FrameAllocator.usable], rcx
     jc .Lseen                                   ; overlapping E820 entries: count a frame once
     inc r14
 .Lseen:
     add rax, PAGE_SIZE
     jmp .Lframe
 .Lskip:
-    add r12, 24
+    add r12, HvmMemmapEntry.SIZE
     dec r13
     jmp .Lentry
 .Ldone:
-    mov qword ptr [rbx + FA_TOTAL], r14
-    mov qword ptr [rbx + FA_FREE], r14
-    mov qword ptr [rbx + FA_SEARCH], 0
+    mov qword ptr [rbx + FrameAllocator.total], r14
+    mov qword ptr [rbx + FrameAllocator.free], r14
+    mov qword ptr [rbx + FrameAllocator.search_from], 0
     pop r14
     pop r13
     pop r12
@@ -86,13 +87,13 @@ allocate_frame:
     push rbp
     mov rbp, rsp
     lea rdi, [rip + FRAME_ALLOCATOR]
-    mov rcx, qword ptr [rdi + FA_SEARCH]
+    mov rcx, qword ptr [rdi + FrameAllocator.search_from]
 .Lsearch:
     cmp rcx, POOL_FRAMES
     jae .Lnone
     mov rdx, rcx
     shr rdx, 6
-    mov rax, qword ptr [rdi + FA_USED + rdx*8]
+    mov rax, qword ptr [rdi + FrameAllocator.used + rdx*8]
     not rax
     mov r9, rcx
     and ecx, 63
@@ -102,10 +103,10 @@ allocate_frame:
     jz .Lnext_word
     bsf rax, rax
     add rcx, rax                                ; the frame index
-    bts qword ptr [rdi + FA_USED], rcx
-    dec qword ptr [rdi + FA_FREE]
+    bts qword ptr [rdi + FrameAllocator.used], rcx
+    dec qword ptr [rdi + FrameAllocator.free]
     lea rax, [rcx + 1]
-    mov qword ptr [rdi + FA_SEARCH], rax
+    mov qword ptr [rdi + FrameAllocator.search_from], rax
     shl rcx, 12
     lea rax, [rcx + POOL_START]
     pop rbp
@@ -138,10 +139,10 @@ check_deallocate:
     sub rcx, POOL_START
     shr rcx, 12
     mov eax, 3
-    bt qword ptr [rdx + FA_USABLE], rcx
+    bt qword ptr [rdx + FrameAllocator.usable], rcx
     jnc .Lout
     mov eax, 4
-    bt qword ptr [rdx + FA_USED], rcx
+    bt qword ptr [rdx + FrameAllocator.used], rcx
     jnc .Lout
     xor eax, eax
 .Lout:
@@ -164,11 +165,11 @@ deallocate_frame:
     mov rcx, rbx
     sub rcx, POOL_START
     shr rcx, 12
-    btr qword ptr [rdx + FA_USED], rcx
-    inc qword ptr [rdx + FA_FREE]
-    cmp rcx, qword ptr [rdx + FA_SEARCH]
+    btr qword ptr [rdx + FrameAllocator.used], rcx
+    inc qword ptr [rdx + FrameAllocator.free]
+    cmp rcx, qword ptr [rdx + FrameAllocator.search_from]
     jae .Ldone
-    mov qword ptr [rdx + FA_SEARCH], rcx
+    mov qword ptr [rdx + FrameAllocator.search_from], rcx
 .Ldone:
     add rsp, 8
     pop rbx
@@ -179,9 +180,7 @@ deallocate_frame:
     mov rdx, qword ptr [rcx + rax*8 - 8]
     lea rdi, [rip + dealloc_prefix]
     mov rsi, rbx
-    .srcloc .Lwhere
-    lea rcx, [rip + .Lwhere]
-    call panic_address
+    call_here panic_address, rcx
 .endfunction
 
 ; free_frames() -> free frame count; total_frames() -> usable frame count
@@ -189,7 +188,7 @@ deallocate_frame:
 free_frames:
     push rbp
     mov rbp, rsp
-    mov rax, qword ptr [rip + FRAME_ALLOCATOR + FA_FREE]
+    mov rax, qword ptr [rip + FRAME_ALLOCATOR + FrameAllocator.free]
     pop rbp
     ret
 .endfunction
@@ -198,7 +197,7 @@ free_frames:
 total_frames:
     push rbp
     mov rbp, rsp
-    mov rax, qword ptr [rip + FRAME_ALLOCATOR + FA_TOTAL]
+    mov rax, qword ptr [rip + FRAME_ALLOCATOR + FrameAllocator.total]
     pop rbp
     ret
 .endfunction
@@ -214,5 +213,5 @@ dealloc_reasons: .quad .Lr1, .Lr2, .Lr3, .Lr4
 
 .section bss
 .object FRAME_ALLOCATOR, aetherion::memory::frame::FRAME_ALLOCATOR
-FRAME_ALLOCATOR: .zero 2088
+FRAME_ALLOCATOR: .zero FrameAllocator.SIZE
 .endobject

@@ -25,9 +25,7 @@ alloc_table:
 .Lempty:
     lea rdi, [rip + pool_empty]
     mov esi, 41
-    .srcloc .Lwhere
-    lea rdx, [rip + .Lwhere]
-    call panic
+    call_here panic, rdx
 .endfunction
 
 ; entry_for(va, level) -> pointer to the entry that maps va at level (4 = PML4 … 1 = PT),
@@ -120,9 +118,7 @@ map_page:
     lea rdi, [rip + huge_in_way]
     mov rsi, rbx
     lea rdx, [rip + huge_in_way_end]
-    .srcloc .Lwhere
-    lea rcx, [rip + .Lwhere]
-    call panic_address
+    call_here panic_address, rcx
 .endfunction
 
 ; map_huge(va): a 2 MiB identity mapping, RW- NX
@@ -287,9 +283,9 @@ identity_flags:
     mov rax, PTE_NX                             ; R--
     jmp .Lout
 .Ldata:
-    cmp rdi, 0xF0000
+    cmp rdi, ROM_BASE
     jb .Lrw
-    cmp rdi, 0x100000
+    cmp rdi, ROM_END
     jae .Lrw
     mov rax, PTE_NX                             ; the BIOS ROM: read-only
     jmp .Lout
@@ -313,20 +309,20 @@ paging_init:
     mov qword ptr [rip + PML4], rax
     ; RAM end: the highest end of an E820 RAM range
     mov rax, qword ptr [rip + START_INFO]
-    mov rbx, qword ptr [rax + 40]
-    mov ecx, dword ptr [rax + 48]
+    mov rbx, qword ptr [rax + HvmStartInfo.memmap_paddr]
+    mov ecx, dword ptr [rax + HvmStartInfo.memmap_entries]
     xor r12d, r12d
 .Lram:
     test ecx, ecx
     jz .Lram_done
-    cmp dword ptr [rbx + 16], E820_RAM
+    cmp dword ptr [rbx + HvmMemmapEntry.type], E820_RAM
     jne .Lram_next
-    mov rax, qword ptr [rbx]
-    add rax, qword ptr [rbx + 8]
+    mov rax, qword ptr [rbx + HvmMemmapEntry.addr]
+    add rax, qword ptr [rbx + HvmMemmapEntry.size]
     cmp rax, r12
     cmova r12, rax
 .Lram_next:
-    add rbx, 24
+    add rbx, HvmMemmapEntry.SIZE
     dec ecx
     jmp .Lram
 .Lram_done:
@@ -337,7 +333,7 @@ paging_init:
 .Lregion:
     cmp rbx, r12
     jae .Lidentity_done
-    lea r13, [rbx + 0x200000]
+    lea r13, [rbx + HUGE_PAGE_SIZE]
     test rbx, rbx
     jz .Lsmall                                  ; the first 2 MiB: page 0 stays unmapped
     cmp r13, r12
@@ -408,13 +404,13 @@ print_translations:
     push r12
     lea rdi, [rip + probe_list]
     mov rax, rsp
-    mov qword ptr [rdi + 40], rax               ; the current stack
+    mov qword ptr [rdi + .Lprobe_stack - probe_list], rax
     mov rax, qword ptr [rip + RAM_END]
     dec rax
-    mov qword ptr [rdi + 88], rax
+    mov qword ptr [rdi + .Lprobe_ram_end - probe_list], rax
     xor ebx, ebx
 .Lprobe:
-    cmp ebx, 12
+    cmp ebx, PROBES
     jae .Ldone
     lea rax, [rip + probe_list]
     mov r12, qword ptr [rax + rbx * 8]
@@ -460,8 +456,15 @@ PML4: .quad 0
 .object RAM_END, aetherion::memory::RAM_END
 RAM_END: .quad 0
 .endobject
-; null, text, rodata, data, bss, stack (filled in), heap start, heap end - 1, guard below,
-; guard above, pool start, RAM end - 1 (filled in)
+; The addresses print_translations translates (two are filled in when it runs)
 probe_list:
-    .quad 0, __text_start, __rodata_start, __data_start, __bss_start, 0
-    .quad HEAP_START, HEAP_START + HEAP_SIZE - 1, HEAP_START - 1, HEAP_START + HEAP_SIZE, POOL_START, 0
+    .quad 0, __text_start, __rodata_start, __data_start, __bss_start
+.Lprobe_stack:
+    .quad 0                                     ; the current stack
+    .quad HEAP_START, HEAP_START + HEAP_SIZE - 1
+    .quad HEAP_START - 1, HEAP_START + HEAP_SIZE ; the guard pages
+    .quad POOL_START
+.Lprobe_ram_end:
+    .quad 0                                     ; RAM end - 1
+.Lprobes_end:
+.equ PROBES, (.Lprobes_end - probe_list) / 8

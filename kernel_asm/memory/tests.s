@@ -1,6 +1,60 @@
 ; In-kernel tests for phases 1.1 (frames) and 1.2 (paging). Run with cmdline `test`.
 
 .equ TEST_VA, 0x555555550000
+.equ FRAMES, 64                                 ; test_unique_aligned's frames
+
+; expect_distinct COUNT: the first COUNT addresses in frame_scratch are pairwise distinct
+; (it uses rbx and r12, which the test saves)
+.macro expect_distinct count
+    xor ebx, ebx
+.Louter\@:
+    lea r12d, [rbx + 1]
+.Linner\@:
+    cmp r12d, \count
+    jae .Louter_next\@
+    lea rcx, [rip + frame_scratch]
+    mov rax, qword ptr [rcx + rbx * 8]
+    xor edi, edi
+    cmp rax, qword ptr [rcx + r12 * 8]
+    setne dil
+    call_here assert_true, rsi
+    inc r12d
+    jmp .Linner\@
+.Louter_next\@:
+    inc ebx
+    cmp ebx, \count
+    jne .Louter\@
+.endm
+
+; map_test_page VA, FRAME: map_page(VA, FRAME, RW- NX)
+.macro map_test_page va, frame
+    mov rdi, \va
+    mov rsi, \frame
+    mov rdx, PTE_NX | PTE_WRITABLE
+    call map_page
+.endm
+
+; define_expect NAME, RUST_PATH, FUNCTION: NAME(va, expected, location) asserts FUNCTION(va) == expected
+.macro define_expect name, path, function
+.function \name, \path
+\name:
+    push rbp
+    mov rbp, rsp
+    push rbx
+    push r12
+    mov rbx, rsi
+    mov r12, rdx
+    call \function
+    mov rdi, rax
+    mov rsi, rbx
+    mov rdx, r12
+    call assert_eq
+    pop r12
+    pop rbx
+    pop rbp
+    ret
+.endfunction
+.endm
 
 .section text
 .function test_pool_fully_usable, aetherion::memory::frame::tests::test_pool_fully_usable
@@ -10,9 +64,7 @@ test_pool_fully_usable:
     call total_frames
     mov rdi, rax
     mov esi, POOL_FRAMES
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call assert_eq
+    call_here assert_eq, rdx
     pop rbp
     ret
 .endfunction
@@ -26,9 +78,9 @@ test_stats_consistent:
     xor ecx, ecx
     xor edx, edx
 .Lbit:
-    bt qword ptr [r8 + 1064], rcx
+    bt qword ptr [r8 + FrameAllocator.usable], rcx
     jnc .Lnext
-    bt qword ptr [r8 + 40], rcx
+    bt qword ptr [r8 + FrameAllocator.used], rcx
     adc rdx, 0
 .Lnext:
     inc ecx
@@ -42,9 +94,7 @@ test_stats_consistent:
     add rsp, 8
     pop rdi
     mov rsi, rax
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call assert_eq
+    call_here assert_eq, rdx
     pop rbp
     ret
 .endfunction
@@ -63,9 +113,7 @@ test_unique_aligned:
     mov rdi, rax
     and edi, PAGE_SIZE - 1
     xor esi, esi
-    .srcloc .Laligned
-    lea rdx, [rip + .Laligned]
-    call assert_eq
+    call_here assert_eq, rdx
     lea rcx, [rip + frame_scratch]
     mov rax, qword ptr [rcx + rbx * 8]
     xor edi, edi
@@ -74,40 +122,18 @@ test_unique_aligned:
     cmp rax, POOL_END
     setb al
     and dil, al
-    .srcloc .Linside
-    lea rsi, [rip + .Linside]
-    call assert_true
+    call_here assert_true, rsi
     inc ebx
-    cmp ebx, 64
+    cmp ebx, FRAMES
     jne .Lalloc
-    ; pairwise distinct
-    xor ebx, ebx
-.Louter:
-    lea r12d, [rbx + 1]
-.Linner:
-    cmp r12d, 64
-    jae .Louter_next
-    lea rcx, [rip + frame_scratch]
-    mov rax, qword ptr [rcx + rbx * 8]
-    xor edi, edi
-    cmp rax, qword ptr [rcx + r12 * 8]
-    setne dil
-    .srcloc .Ldistinct
-    lea rsi, [rip + .Ldistinct]
-    call assert_true
-    inc r12d
-    jmp .Linner
-.Louter_next:
-    inc ebx
-    cmp ebx, 64
-    jne .Louter
+    expect_distinct FRAMES
     xor ebx, ebx
 .Lfree:
     lea rcx, [rip + frame_scratch]
     mov rdi, qword ptr [rcx + rbx * 8]
     call deallocate_frame
     inc ebx
-    cmp ebx, 64
+    cmp ebx, FRAMES
     jne .Lfree
     pop r12
     pop rbx
@@ -128,17 +154,13 @@ test_free_count_tracks:
     call free_frames
     mov rdi, rax
     lea rsi, [r12 - 1]
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call assert_eq
+    call_here assert_eq, rdx
     mov rdi, rbx
     call deallocate_frame
     call free_frames
     mov rdi, rax
     mov rsi, r12
-    .srcloc .Lb
-    lea rdx, [rip + .Lb]
-    call assert_eq
+    call_here assert_eq, rdx
     pop r12
     pop rbx
     pop rbp
@@ -158,9 +180,7 @@ test_free_then_allocate_reuses:
     call allocate_frame
     mov rdi, rax
     mov rsi, rbx
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call assert_eq
+    call_here assert_eq, rdx
     mov rdi, rbx
     call deallocate_frame
     add rsp, 8
@@ -181,9 +201,7 @@ test_lowest_address_first:
     mov r12, rax
     mov rdi, r12
     lea rsi, [rbx + PAGE_SIZE]
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call assert_eq
+    call_here assert_eq, rdx
     mov rdi, r12
     call deallocate_frame
     mov rdi, rbx
@@ -215,15 +233,11 @@ test_exhaustion:
 .Lempty:
     mov rdi, rbx
     mov rsi, r12
-    .srcloc .Lcount
-    lea rdx, [rip + .Lcount]
-    call assert_eq
+    call_here assert_eq, rdx
     call allocate_frame
     mov rdi, rax
     xor esi, esi
-    .srcloc .Lstill
-    lea rdx, [rip + .Lstill]
-    call assert_eq
+    call_here assert_eq, rdx
 .Lgive:
     test rbx, rbx
     jz .Lback
@@ -236,9 +250,7 @@ test_exhaustion:
     call free_frames
     mov rdi, rax
     mov rsi, r12
-    .srcloc .Lrestored
-    lea rdx, [rip + .Lrestored]
-    call assert_eq
+    call_here assert_eq, rdx
     pop r12
     pop rbx
     pop rbp
@@ -257,18 +269,14 @@ test_double_free_detected:
     call check_deallocate
     mov edi, eax
     xor esi, esi
-    .srcloc .Lok
-    lea rdx, [rip + .Lok]
-    call assert_eq
+    call_here assert_eq, rdx
     mov rdi, rbx
     call deallocate_frame
     mov rdi, rbx
     call check_deallocate
     mov edi, eax
     mov esi, 4
-    .srcloc .Lagain
-    lea rdx, [rip + .Lagain]
-    call assert_eq
+    call_here assert_eq, rdx
     add rsp, 8
     pop rbx
     pop rbp
@@ -283,16 +291,12 @@ test_foreign_free_detected:
     call check_deallocate
     mov edi, eax
     mov esi, 1
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call assert_eq
+    call_here assert_eq, rdx
     mov edi, 0xFF000
     call check_deallocate
     mov edi, eax
     mov esi, 1
-    .srcloc .Lb
-    lea rdx, [rip + .Lb]
-    call assert_eq
+    call_here assert_eq, rdx
     pop rbp
     ret
 .endfunction
@@ -305,9 +309,7 @@ test_unaligned_free_detected:
     call check_deallocate
     mov edi, eax
     mov esi, 2
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call assert_eq
+    call_here assert_eq, rdx
     pop rbp
     ret
 .endfunction
@@ -320,38 +322,17 @@ test_page_tables_from_pool:
     call check_deallocate                       ; 0: an allocated pool frame
     mov edi, eax
     xor esi, esi
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call assert_eq
+    call_here assert_eq, rdx
     mov rax, cr3
     mov rdi, rax
     mov rsi, qword ptr [rip + PML4]
-    .srcloc .Lb
-    lea rdx, [rip + .Lb]
-    call assert_eq
+    call_here assert_eq, rdx
     pop rbp
     ret
 .endfunction
 
-; translate(va) == expected, as a helper: expect_translation(va, expected, location)
-.function expect_translation, aetherion::memory::paging::tests::expect_translation
-expect_translation:
-    push rbp
-    mov rbp, rsp
-    push rbx
-    push r12
-    mov rbx, rsi
-    mov r12, rdx
-    call translate
-    mov rdi, rax
-    mov rsi, rbx
-    mov rdx, r12
-    call assert_eq
-    pop r12
-    pop rbx
-    pop rbp
-    ret
-.endfunction
+; expect_translation(va, expected, location): translate(va) == expected
+define_expect expect_translation, aetherion::memory::paging::tests::expect_translation, translate
 
 ; expect_unmapped(va, location)
 .function expect_unmapped, aetherion::memory::paging::tests::expect_unmapped
@@ -372,25 +353,8 @@ expect_unmapped:
     ret
 .endfunction
 
-; expect_flags(va, flags, location): effective writable/NX bits
-.function expect_flags, aetherion::memory::paging::tests::expect_flags
-expect_flags:
-    push rbp
-    mov rbp, rsp
-    push rbx
-    push r12
-    mov rbx, rsi
-    mov r12, rdx
-    call page_flags
-    mov rdi, rax
-    mov rsi, rbx
-    mov rdx, r12
-    call assert_eq
-    pop r12
-    pop rbx
-    pop rbp
-    ret
-.endfunction
+; expect_flags(va, flags, location): the effective writable/NX bits of va's mapping
+define_expect expect_flags, aetherion::memory::paging::tests::expect_flags, page_flags
 
 .function test_translate_identity, aetherion::memory::paging::tests::test_translate_identity
 test_translate_identity:
@@ -398,19 +362,13 @@ test_translate_identity:
     mov rbp, rsp
     mov edi, 0x100000
     mov esi, 0x100000
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call expect_translation
+    call_here expect_translation, rdx
     mov edi, 0x1234567
     mov esi, 0x1234567
-    .srcloc .Lb
-    lea rdx, [rip + .Lb]
-    call expect_translation
+    call_here expect_translation, rdx
     mov edi, 0x1000
     mov esi, 0x1000
-    .srcloc .Lc
-    lea rdx, [rip + .Lc]
-    call expect_translation
+    call_here expect_translation, rdx
     pop rbp
     ret
 .endfunction
@@ -421,9 +379,7 @@ test_translate_kernel_text:
     mov rbp, rsp
     lea rdi, [rip + kmain]
     mov rsi, rdi
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call expect_translation
+    call_here expect_translation, rdx
     pop rbp
     ret
 .endfunction
@@ -433,13 +389,9 @@ test_null_page_unmapped:
     push rbp
     mov rbp, rsp
     xor edi, edi
-    .srcloc .La
-    lea rsi, [rip + .La]
-    call expect_unmapped
+    call_here expect_unmapped, rsi
     mov edi, 0xFFF
-    .srcloc .Lb
-    lea rsi, [rip + .Lb]
-    call expect_unmapped
+    call_here expect_unmapped, rsi
     pop rbp
     ret
 .endfunction
@@ -449,17 +401,11 @@ test_heap_guard_pages:
     push rbp
     mov rbp, rsp
     mov rdi, HEAP_START - 1
-    .srcloc .La
-    lea rsi, [rip + .La]
-    call expect_unmapped
+    call_here expect_unmapped, rsi
     mov rdi, HEAP_START - PAGE_SIZE
-    .srcloc .Lb
-    lea rsi, [rip + .Lb]
-    call expect_unmapped
+    call_here expect_unmapped, rsi
     mov rdi, HEAP_START + HEAP_SIZE
-    .srcloc .Lc
-    lea rsi, [rip + .Lc]
-    call expect_unmapped
+    call_here expect_unmapped, rsi
     pop rbp
     ret
 .endfunction
@@ -484,32 +430,11 @@ test_heap_frames_distinct:
     call check_deallocate
     mov edi, eax
     xor esi, esi
-    .srcloc .Lallocated
-    lea rdx, [rip + .Lallocated]
-    call assert_eq
+    call_here assert_eq, rdx
     inc ebx
     cmp ebx, HEAP_PAGES
     jne .Lcollect
-    xor ebx, ebx
-.Louter:
-    lea r12d, [rbx + 1]
-.Linner:
-    cmp r12d, HEAP_PAGES
-    jae .Louter_next
-    lea rcx, [rip + frame_scratch]
-    mov rax, qword ptr [rcx + rbx * 8]
-    xor edi, edi
-    cmp rax, qword ptr [rcx + r12 * 8]
-    setne dil
-    .srcloc .Ldistinct
-    lea rsi, [rip + .Ldistinct]
-    call assert_true
-    inc r12d
-    jmp .Linner
-.Louter_next:
-    inc ebx
-    cmp ebx, HEAP_PAGES
-    jne .Louter
+    expect_distinct HEAP_PAGES
     pop r12
     pop rbx
     pop rbp
@@ -524,26 +449,17 @@ test_map_unmap_round_trip:
     sub rsp, 8
     call allocate_frame
     mov rbx, rax
-    mov rdi, TEST_VA
-    mov rsi, rbx
-    mov rdx, PTE_NX | PTE_WRITABLE
-    call map_page
+    map_test_page TEST_VA, rbx
     mov rdi, TEST_VA + 0x123
     lea rsi, [rbx + 0x123]
-    .srcloc .Lmapped
-    lea rdx, [rip + .Lmapped]
-    call expect_translation
+    call_here expect_translation, rdx
     mov rdi, TEST_VA
     call unmap_page
     mov rdi, rax
     mov rsi, rbx
-    .srcloc .Lreturned
-    lea rdx, [rip + .Lreturned]
-    call assert_eq
+    call_here assert_eq, rdx
     mov rdi, TEST_VA
-    .srcloc .Lgone
-    lea rsi, [rip + .Lgone]
-    call expect_unmapped
+    call_here expect_unmapped, rsi
     mov rdi, rbx
     call deallocate_frame
     add rsp, 8
@@ -561,18 +477,13 @@ test_write_through_mapping:
     sub rsp, 8
     call allocate_frame
     mov rbx, rax
-    mov rdi, TEST_VA
-    mov rsi, rbx
-    mov rdx, PTE_NX | PTE_WRITABLE
-    call map_page
+    map_test_page TEST_VA, rbx
     mov rax, TEST_VA
     mov rcx, 0xDEADBEEFCAFE
     mov qword ptr [rax + 8], rcx
     mov rdi, qword ptr [rbx + 8]
     mov rsi, rcx
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call assert_eq
+    call_here assert_eq, rdx
     mov rdi, TEST_VA
     call unmap_page
     mov rdi, rbx
@@ -596,28 +507,18 @@ test_unmap_flushes_tlb:
     mov r12, rax
     mov qword ptr [rbx], 1
     mov qword ptr [r12], 2
-    mov rdi, TEST_VA
-    mov rsi, rbx
-    mov rdx, PTE_NX | PTE_WRITABLE
-    call map_page
+    map_test_page TEST_VA, rbx
     mov rax, TEST_VA
     mov rdi, qword ptr [rax]
     mov esi, 1
-    .srcloc .Lfirst
-    lea rdx, [rip + .Lfirst]
-    call assert_eq
+    call_here assert_eq, rdx
     mov rdi, TEST_VA
     call unmap_page
-    mov rdi, TEST_VA
-    mov rsi, r12
-    mov rdx, PTE_NX | PTE_WRITABLE
-    call map_page
+    map_test_page TEST_VA, r12
     mov rax, TEST_VA
     mov rdi, qword ptr [rax]
     mov esi, 2
-    .srcloc .Lsecond
-    lea rdx, [rip + .Lsecond]
-    call assert_eq
+    call_here assert_eq, rdx
     mov rdi, TEST_VA
     call unmap_page
     mov rdi, rbx
@@ -636,9 +537,7 @@ test_text_not_writable:
     mov rbp, rsp
     lea rdi, [rip + kmain]
     mov esi, PTE_PRESENT                        ; R-X
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call expect_flags
+    call_here expect_flags, rdx
     pop rbp
     ret
 .endfunction
@@ -649,9 +548,7 @@ test_rodata_read_only:
     mov rbp, rsp
     lea rdi, [rip + __rodata_start]
     mov rsi, PTE_NX | PTE_PRESENT               ; R--
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call expect_flags
+    call_here expect_flags, rdx
     pop rbp
     ret
 .endfunction
@@ -662,14 +559,10 @@ test_data_not_executable:
     mov rbp, rsp
     lea rdi, [rip + CONFIG]
     mov rsi, PTE_NX | PTE_WRITABLE | PTE_PRESENT ; RW-
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call expect_flags
+    call_here expect_flags, rdx
     lea rdi, [rip + FRAME_ALLOCATOR]            ; bss
     mov rsi, PTE_NX | PTE_WRITABLE | PTE_PRESENT
-    .srcloc .Lb
-    lea rdx, [rip + .Lb]
-    call expect_flags
+    call_here expect_flags, rdx
     pop rbp
     ret
 .endfunction
@@ -680,9 +573,7 @@ test_heap_not_executable:
     mov rbp, rsp
     mov rdi, HEAP_START + HEAP_SIZE - 1
     mov rsi, PTE_NX | PTE_WRITABLE | PTE_PRESENT
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call expect_flags
+    call_here expect_flags, rdx
     pop rbp
     ret
 .endfunction
@@ -693,9 +584,7 @@ test_rom_read_only:
     mov rbp, rsp
     mov edi, 0xFFFF0
     mov rsi, PTE_NX | PTE_PRESENT
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call expect_flags
+    call_here expect_flags, rdx
     pop rbp
     ret
 .endfunction
@@ -714,9 +603,7 @@ test_heap_pages_zeroed:
     cmp ecx, PAGE_SIZE / 8
     jne .Lscan
     xor esi, esi
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call assert_eq
+    call_here assert_eq, rdx
     pop rbp
     ret
 .endfunction
@@ -730,21 +617,13 @@ test_alias_mapping:
     sub rsp, 8
     call allocate_frame
     mov rbx, rax
-    mov rdi, TEST_VA
-    mov rsi, rbx
-    mov rdx, PTE_NX | PTE_WRITABLE
-    call map_page
-    mov rdi, TEST_VA + PAGE_SIZE
-    mov rsi, rbx
-    mov rdx, PTE_NX | PTE_WRITABLE
-    call map_page
+    map_test_page TEST_VA, rbx
+    map_test_page TEST_VA + PAGE_SIZE, rbx
     mov rax, TEST_VA
     mov qword ptr [rax + 16], 77
     mov rdi, qword ptr [rax + PAGE_SIZE + 16]
     mov esi, 77
-    .srcloc .La
-    lea rdx, [rip + .La]
-    call assert_eq
+    call_here assert_eq, rdx
     mov rdi, TEST_VA
     call unmap_page
     mov rdi, TEST_VA + PAGE_SIZE
@@ -758,86 +637,32 @@ test_alias_mapping:
 .endfunction
 
 .section bss
-frame_scratch: .zero 65536
+frame_scratch: .zero POOL_FRAMES * 8                 ; room for an address per pool frame
 
-; The test table: {name_ptr, name_len, fn, ignore_reason}
-.section testtable
-    .quad .Lname0, .Lname0_end - .Lname0, test_pool_fully_usable, 0
-    .quad .Lname1, .Lname1_end - .Lname1, test_stats_consistent, 0
-    .quad .Lname2, .Lname2_end - .Lname2, test_unique_aligned, 0
-    .quad .Lname3, .Lname3_end - .Lname3, test_free_count_tracks, 0
-    .quad .Lname4, .Lname4_end - .Lname4, test_free_then_allocate_reuses, 0
-    .quad .Lname5, .Lname5_end - .Lname5, test_lowest_address_first, 0
-    .quad .Lname6, .Lname6_end - .Lname6, test_exhaustion, 0
-    .quad .Lname7, .Lname7_end - .Lname7, test_double_free_detected, 0
-    .quad .Lname8, .Lname8_end - .Lname8, test_foreign_free_detected, 0
-    .quad .Lname9, .Lname9_end - .Lname9, test_unaligned_free_detected, 0
-    .quad .Lname10, .Lname10_end - .Lname10, test_page_tables_from_pool, 0
-    .quad .Lname11, .Lname11_end - .Lname11, test_translate_identity, 0
-    .quad .Lname12, .Lname12_end - .Lname12, test_translate_kernel_text, 0
-    .quad .Lname13, .Lname13_end - .Lname13, test_null_page_unmapped, 0
-    .quad .Lname14, .Lname14_end - .Lname14, test_heap_guard_pages, 0
-    .quad .Lname15, .Lname15_end - .Lname15, test_heap_frames_distinct, 0
-    .quad .Lname16, .Lname16_end - .Lname16, test_map_unmap_round_trip, 0
-    .quad .Lname17, .Lname17_end - .Lname17, test_write_through_mapping, 0
-    .quad .Lname18, .Lname18_end - .Lname18, test_unmap_flushes_tlb, 0
-    .quad .Lname19, .Lname19_end - .Lname19, test_text_not_writable, 0
-    .quad .Lname20, .Lname20_end - .Lname20, test_rodata_read_only, 0
-    .quad .Lname21, .Lname21_end - .Lname21, test_data_not_executable, 0
-    .quad .Lname22, .Lname22_end - .Lname22, test_heap_not_executable, 0
-    .quad .Lname23, .Lname23_end - .Lname23, test_rom_read_only, 0
-    .quad .Lname24, .Lname24_end - .Lname24, test_heap_pages_zeroed, 0
-    .quad .Lname25, .Lname25_end - .Lname25, test_alias_mapping, 0
-.section rodata
-.Lname0: .ascii "memory::frame::test_pool_fully_usable"
-.Lname0_end:
-.Lname1: .ascii "memory::frame::test_stats_consistent"
-.Lname1_end:
-.Lname2: .ascii "memory::frame::test_unique_aligned"
-.Lname2_end:
-.Lname3: .ascii "memory::frame::test_free_count_tracks"
-.Lname3_end:
-.Lname4: .ascii "memory::frame::test_free_then_allocate_reuses"
-.Lname4_end:
-.Lname5: .ascii "memory::frame::test_lowest_address_first"
-.Lname5_end:
-.Lname6: .ascii "memory::frame::test_exhaustion"
-.Lname6_end:
-.Lname7: .ascii "memory::frame::test_double_free_detected"
-.Lname7_end:
-.Lname8: .ascii "memory::frame::test_foreign_free_detected"
-.Lname8_end:
-.Lname9: .ascii "memory::frame::test_unaligned_free_detected"
-.Lname9_end:
-.Lname10: .ascii "memory::frame::test_page_tables_from_pool"
-.Lname10_end:
-.Lname11: .ascii "memory::paging::test_translate_identity"
-.Lname11_end:
-.Lname12: .ascii "memory::paging::test_translate_kernel_text"
-.Lname12_end:
-.Lname13: .ascii "memory::paging::test_null_page_unmapped"
-.Lname13_end:
-.Lname14: .ascii "memory::paging::test_heap_guard_pages"
-.Lname14_end:
-.Lname15: .ascii "memory::paging::test_heap_frames_distinct"
-.Lname15_end:
-.Lname16: .ascii "memory::paging::test_map_unmap_round_trip"
-.Lname16_end:
-.Lname17: .ascii "memory::paging::test_write_through_mapping"
-.Lname17_end:
-.Lname18: .ascii "memory::paging::test_unmap_flushes_tlb"
-.Lname18_end:
-.Lname19: .ascii "memory::paging::test_text_not_writable"
-.Lname19_end:
-.Lname20: .ascii "memory::paging::test_rodata_read_only"
-.Lname20_end:
-.Lname21: .ascii "memory::paging::test_data_not_executable"
-.Lname21_end:
-.Lname22: .ascii "memory::paging::test_heap_not_executable"
-.Lname22_end:
-.Lname23: .ascii "memory::paging::test_rom_read_only"
-.Lname23_end:
-.Lname24: .ascii "memory::paging::test_heap_pages_zeroed"
-.Lname24_end:
-.Lname25: .ascii "memory::paging::test_alias_mapping"
-.Lname25_end:
+; The test table (the test_case macro is in test_runner.s)
+test_case test_pool_fully_usable, "memory::frame::test_pool_fully_usable"
+test_case test_stats_consistent, "memory::frame::test_stats_consistent"
+test_case test_unique_aligned, "memory::frame::test_unique_aligned"
+test_case test_free_count_tracks, "memory::frame::test_free_count_tracks"
+test_case test_free_then_allocate_reuses, "memory::frame::test_free_then_allocate_reuses"
+test_case test_lowest_address_first, "memory::frame::test_lowest_address_first"
+test_case test_exhaustion, "memory::frame::test_exhaustion"
+test_case test_double_free_detected, "memory::frame::test_double_free_detected"
+test_case test_foreign_free_detected, "memory::frame::test_foreign_free_detected"
+test_case test_unaligned_free_detected, "memory::frame::test_unaligned_free_detected"
+test_case test_page_tables_from_pool, "memory::frame::test_page_tables_from_pool"
+test_case test_translate_identity, "memory::paging::test_translate_identity"
+test_case test_translate_kernel_text, "memory::paging::test_translate_kernel_text"
+test_case test_null_page_unmapped, "memory::paging::test_null_page_unmapped"
+test_case test_heap_guard_pages, "memory::paging::test_heap_guard_pages"
+test_case test_heap_frames_distinct, "memory::paging::test_heap_frames_distinct"
+test_case test_map_unmap_round_trip, "memory::paging::test_map_unmap_round_trip"
+test_case test_write_through_mapping, "memory::paging::test_write_through_mapping"
+test_case test_unmap_flushes_tlb, "memory::paging::test_unmap_flushes_tlb"
+test_case test_text_not_writable, "memory::paging::test_text_not_writable"
+test_case test_rodata_read_only, "memory::paging::test_rodata_read_only"
+test_case test_data_not_executable, "memory::paging::test_data_not_executable"
+test_case test_heap_not_executable, "memory::paging::test_heap_not_executable"
+test_case test_rom_read_only, "memory::paging::test_rom_read_only"
+test_case test_heap_pages_zeroed, "memory::paging::test_heap_pages_zeroed"
+test_case test_alias_mapping, "memory::paging::test_alias_mapping"

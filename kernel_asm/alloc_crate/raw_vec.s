@@ -1,6 +1,13 @@
-; Vec<T> and String as Rust's alloc crate lays out their growth: Vec { ptr @0, cap @8, len @16 }.
-; Generic over T by (elem_size, elem_align) arguments. Everything allocates through the
-; `__rust_*` entry points, so a trace of this kernel reads like a trace of a Rust kernel.
+; Vec<T>, String and Box as Rust's alloc crate grows and frees them. Generic over T by
+; (elem_size, elem_align) arguments. Everything allocates through the `__rust_*` entry
+; points, so a trace of this kernel reads like a trace of a Rust kernel.
+
+; Vec<T> (a RawVec's pointer and capacity, then the length); String is a Vec<u8>
+.struct Vec
+    ptr: .quad                                  ; dangling (= the alignment) while cap is 0
+    cap: .quad                                  ; in elements
+    len: .quad
+.endstruct
 
 .section text
 ; vec_new(vec, elem_align): empty, dangling pointer (= the alignment), no allocation
@@ -8,9 +15,9 @@
 vec_new:
     push rbp
     mov rbp, rsp
-    mov qword ptr [rdi], rsi
-    mov qword ptr [rdi + 8], 0
-    mov qword ptr [rdi + 16], 0
+    mov qword ptr [rdi + Vec.ptr], rsi
+    mov qword ptr [rdi + Vec.cap], 0
+    mov qword ptr [rdi + Vec.len], 0
     pop rbp
     ret
 .endfunction
@@ -30,7 +37,7 @@ raw_vec_grow:
     mov rbx, rdi
     mov r12, rdx                                ; elem_size
     mov r13, rcx                                ; elem_align
-    mov rax, qword ptr [rbx + 8]
+    mov rax, qword ptr [rbx + Vec.cap]
     add rax, rax
     cmp rax, rsi
     cmovb rax, rsi
@@ -47,7 +54,7 @@ raw_vec_grow:
     mov r14, rax                                ; new capacity
     imul rax, r12
     mov r15, rax                                ; new size in bytes
-    mov rcx, qword ptr [rbx + 8]
+    mov rcx, qword ptr [rbx + Vec.cap]
     test rcx, rcx
     jnz .Lrealloc
     mov rdi, r15
@@ -55,7 +62,7 @@ raw_vec_grow:
     call __rust_alloc
     jmp .Lcheck
 .Lrealloc:
-    mov rdi, qword ptr [rbx]
+    mov rdi, qword ptr [rbx + Vec.ptr]
     mov rsi, rcx
     imul rsi, r12
     mov rdx, r13
@@ -68,8 +75,8 @@ raw_vec_grow:
     mov rsi, r13
     call __rust_alloc_error_handler
 .Lstore:
-    mov qword ptr [rbx], rax
-    mov qword ptr [rbx + 8], r14
+    mov qword ptr [rbx + Vec.ptr], rax
+    mov qword ptr [rbx + Vec.cap], r14
     add rsp, 8
     pop r15
     pop r14
@@ -85,81 +92,63 @@ raw_vec_grow:
 vec_reserve:
     push rbp
     mov rbp, rsp
-    mov rax, qword ptr [rdi + 8]
-    sub rax, qword ptr [rdi + 16]
+    mov rax, qword ptr [rdi + Vec.cap]
+    sub rax, qword ptr [rdi + Vec.len]
     cmp rax, rsi
     jae .Lenough
-    add rsi, qword ptr [rdi + 16]
+    add rsi, qword ptr [rdi + Vec.len]
     call raw_vec_grow
 .Lenough:
     pop rbp
     ret
 .endfunction
 
-; push_i32(vec, value): Vec<i32>::push
-.function vec_push_i32, alloc::vec::Vec::push_i32
-vec_push_i32:
+; define_vec_push NAME, T, SIZE, WIDTH, REG: NAME(vec, value) is Vec<T>::push for a T of SIZE
+; bytes (its alignment too), stored as a WIDTH from REG (r12's part that holds a T)
+.macro define_vec_push name, type, size, width, reg
+.function \name, alloc::vec::Vec::push_\type
+\name:
     push rbp
     mov rbp, rsp
     push rbx
     push r12
     mov rbx, rdi
     mov r12, rsi
-    mov rax, qword ptr [rbx + 16]
-    cmp rax, qword ptr [rbx + 8]
+    mov rax, qword ptr [rbx + Vec.len]
+    cmp rax, qword ptr [rbx + Vec.cap]
     jne .Lroom
     lea rsi, [rax + 1]
-    mov edx, 4
-    mov ecx, 4
+    mov edx, \size
+    mov ecx, \size
     call raw_vec_grow
 .Lroom:
-    mov rax, qword ptr [rbx]
-    mov rcx, qword ptr [rbx + 16]
-    mov dword ptr [rax + rcx * 4], r12d
-    inc qword ptr [rbx + 16]
+    mov rax, qword ptr [rbx + Vec.ptr]
+    mov rcx, qword ptr [rbx + Vec.len]
+    mov \width ptr [rax + rcx * \size], \reg
+    inc qword ptr [rbx + Vec.len]
     pop r12
     pop rbx
     pop rbp
     ret
 .endfunction
+.endm
+
+; push_i32(vec, value): Vec<i32>::push
+define_vec_push vec_push_i32, i32, 4, dword, r12d
 
 ; push_u64(vec, value): Vec<u64>::push
-.function vec_push_u64, alloc::vec::Vec::push_u64
-vec_push_u64:
-    push rbp
-    mov rbp, rsp
-    push rbx
-    push r12
-    mov rbx, rdi
-    mov r12, rsi
-    mov rax, qword ptr [rbx + 16]
-    cmp rax, qword ptr [rbx + 8]
-    jne .Lroom
-    lea rsi, [rax + 1]
-    mov edx, 8
-    mov ecx, 8
-    call raw_vec_grow
-.Lroom:
-    mov rax, qword ptr [rbx]
-    mov rcx, qword ptr [rbx + 16]
-    mov qword ptr [rax + rcx * 8], r12
-    inc qword ptr [rbx + 16]
-    pop r12
-    pop rbx
-    pop rbp
-    ret
-.endfunction
+define_vec_push vec_push_u64, u64, 8, qword, r12
 
 ; drop(vec, elem_size, elem_align): give the buffer back with its exact layout
 .function vec_drop, core::ptr::drop_in_place::Vec
 vec_drop:
     push rbp
     mov rbp, rsp
-    mov rcx, qword ptr [rdi + 8]
+    mov rcx, qword ptr [rdi + Vec.cap]
     test rcx, rcx
     jz .Lnothing
     mov rax, rdi
-    mov rdi, qword ptr [rax]
+    mov rdi, qword ptr [rax + Vec.ptr]
     imul rsi, rcx
     call __rust_dealloc
 .Lnothing:
@@ -179,9 +168,9 @@ string_from:
     mov rbx, rdi
     mov r12, rsi
     mov r13, rdx
-    mov qword ptr [rbx], 1
-    mov qword ptr [rbx + 8], 0
-    mov qword ptr [rbx + 16], 0
+    mov qword ptr [rbx + Vec.ptr], 1
+    mov qword ptr [rbx + Vec.cap], 0
+    mov qword ptr [rbx + Vec.len], 0
     test r13, r13
     jz .Lout
     mov rdi, r13
@@ -193,9 +182,9 @@ string_from:
     mov esi, 1
     call __rust_alloc_error_handler
 .Lcopy:
-    mov qword ptr [rbx], rax
-    mov qword ptr [rbx + 8], r13
-    mov qword ptr [rbx + 16], r13
+    mov qword ptr [rbx + Vec.ptr], rax
+    mov qword ptr [rbx + Vec.cap], r13
+    mov qword ptr [rbx + Vec.len], r13
     mov rdi, rax
     mov rsi, r12
     mov rcx, r13
@@ -225,12 +214,12 @@ string_push_str:
     mov edx, 1
     mov ecx, 1
     call vec_reserve
-    mov rdi, qword ptr [rbx]
-    add rdi, qword ptr [rbx + 16]
+    mov rdi, qword ptr [rbx + Vec.ptr]
+    add rdi, qword ptr [rbx + Vec.len]
     mov rsi, r12
     mov rcx, r13
     rep movsb
-    add qword ptr [rbx + 16], r13
+    add qword ptr [rbx + Vec.len], r13
     add rsp, 8
     pop r13
     pop r12
