@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from emulator.errors import GuestCallError
-from emulator.layout import HEAP_START
+from emulator.layout import HEAP_START, KERNEL_BASE
 from emulator.machine.board import SERIAL_KEEP
 from emulator.machine.records import BootConfig, StopReason
 from emulator.machine.session import run_untraced as boot
@@ -131,3 +131,36 @@ def test_megabytes_of_serial_output_are_streamed_and_bounded(tmp_path):
     assert len(seen) == (4 << 20) + 65536  # every byte reached the host as it was written
     assert len(machine_result.serial) == SERIAL_KEEP  # the report keeps a bounded prefix
     assert machine_result.serial == bytes(seen[:SERIAL_KEEP])
+
+
+@pytest.mark.parametrize("instruction, vector, length", [("int3", 3, 1), ("int 0x80", 0x80, 2), ("int 3", 3, 2)])
+def test_a_trap_is_reported_at_its_own_instruction(tmp_path, instruction, vector, length):
+    result = run(tmp_path, main(f"    nop\n    {instruction}\n    nop"))
+    fault = result.fault
+    assert fault.vector == vector
+    assert fault.instruction == instruction.replace("int 3", "int 3")  # capstone's spelling of the trap
+    assert fault.registers["rip"] == fault.rip + length  # the CPU's saved RIP is the next instruction
+    assert fault.location.startswith("hostile::main+")
+
+
+def test_syscall_with_efer_sce_clear_is_invalid_opcode(tmp_path):
+    result = run(tmp_path, main("    mov eax, 60\n    syscall\n    mov eax, 0x11\n    out DEBUG_EXIT_PORT, eax"))
+    fault = result.fault
+    assert (result.stop_reason, fault.exception, fault.vector) == (StopReason.FAULT, "#UD", 6)
+    assert fault.instruction == "syscall" and "EFER.SCE clear" in fault.summary
+    assert fault.registers["rip"] == fault.rip  # a fault: RIP stays on the instruction
+    assert result.guest_exit_value is None  # nothing after the syscall ran as far as the run is concerned
+
+
+def test_a_page_fault_whose_instruction_cannot_be_read_is_not_called_an_execute(tmp_path):
+    # The guest unmaps its own 2 MiB code page (no invlpg: the TLB still has it) and then loads
+    # from unmapped memory. The report cannot read the instruction through the tables; the
+    # fault is not at RIP, so it is an access of unknown kind, not an execute.
+    body = main(f"""    lea rdi, [rip + boot_pd]
+    mov qword ptr [rdi + {8 * (KERNEL_BASE >> 21)}], 0
+    mov rax, 0x40000000
+    mov rax, qword ptr [rax]""")
+    fault = run(tmp_path, body).fault
+    assert fault.exception == "#PF" and fault.cr2 == 0x40000000
+    assert fault.instruction == "(instruction not readable)"
+    assert "on access of 0x40000000" in fault.summary and "execute" not in fault.summary

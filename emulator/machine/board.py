@@ -92,7 +92,7 @@ class Machine:
         self.firmware_accounting: CycleAccounting | None = None
         self._handoff: dict[str, int] | None = None  # firmware registers at the kernel's entry
         self._handoff_gdtr = None
-        self._exit_pc: int | None = None  # where a write to isa-debug-exit ended the run
+        self._stop_pc: int | None = None  # where a stop from a hook ended the run (the block runs on)
         self.calling = False  # inside a host call of a guest function (guestcall)
         self._load_kernel()
         self.memory.write(BOOT_PARAMS, boot_parameter_block(image.entry, self.memory.size, config.cmdline))
@@ -110,6 +110,7 @@ class Machine:
         uc.hook_add(UC_HOOK_INSN, weak_callback(self._port_in, dead=0xFFFFFFFF), None, 1, 0, x86.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, weak_callback(self._port_out), None, 1, 0, x86.UC_X86_INS_OUT)
         uc.hook_add(UC_HOOK_INTR, weak_callback(self._interrupt))
+        uc.hook_add(UC_HOOK_INSN, weak_callback(self._syscall), None, 1, 0, x86.UC_X86_INS_SYSCALL)
         uc.hook_add(UC_HOOK_INSN_INVALID, weak_callback(self._invalid_instruction, dead=False))
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, weak_callback(self._unmapped_access, dead=False))
         uc.hook_add(UC_HOOK_MEM_WRITE_PROT | UC_HOOK_MEM_FETCH_PROT, weak_callback(self._protected_access, dead=False))
@@ -189,8 +190,8 @@ class Machine:
             if self._stop is None:
                 self._fault(uc, None, f"Unicorn stopped: {exc}")
         pc = cpu.pc(uc)
-        if self._stop is not None and self._stop.reason is StopReason.EXIT and self._exit_pc is not None:
-            pc = self._exit_pc  # the rest of the block ran after emu_stop; the guest's run ended here
+        if self._stop is not None and self._stop_pc is not None:
+            pc = self._stop_pc  # the rest of the block ran after emu_stop; the guest's run ended here
         self.accounting.finish(pc)
         budget = self.config.max_insns
         if self._stop is None and budget is not None and self.total_instructions >= budget:
@@ -268,7 +269,7 @@ class Machine:
         """Emulate from `begin` to `until` inside a finished run, then put the run's own stop back.
         Returns why the nested run stopped early (a fault, a limit), or None."""
         uc = self.uc
-        saved, exit_pc = self._stop, self._exit_pc
+        saved, stop_pc = self._stop, self._stop_pc
         self._stop, self.calling = None, True
         try:
             uc.emu_start(begin, until, count=max_insns)
@@ -277,7 +278,7 @@ class Machine:
                 self._fault(uc, None, f"Unicorn stopped: {exc}")
         finally:
             self.calling = False
-        failed, self._stop, self._exit_pc = self._stop, saved, exit_pc
+        failed, self._stop, self._stop_pc = self._stop, saved, stop_pc
         return failed
 
     # -- stops ----------------------------------------------------------------------------
@@ -298,6 +299,7 @@ class Machine:
         self._request_stop(StopReason.EXIT, f"guest wrote 0x{value:x} to isa-debug-exit", guest_exit_value=value)
 
     def _fault(self, uc: Uc, vector: int | None, detail: str, **extra) -> None:
+        """Stop with a fault report; `at` names the instruction when RIP is already past it (a trap)."""
         if self._stop is not None:
             return
         report = build_fault_report(uc, self.memory.read, self.image.symbols, vector, detail, **extra)
@@ -317,14 +319,36 @@ class Machine:
             # Unicorn runs the rest of the block after emu_stop: the guest's run ends after this `out`.
             pc = cpu.pc(uc)
             opcode = self._read_code(uc, pc, 1, cpu.instance_bits(uc))
-            self._exit_pc = pc + (2 if opcode in (b"\xe6", b"\xe7") else 1)  # `out imm8` or `out dx`
+            self._stop_pc = pc + (2 if opcode in (b"\xe6", b"\xe7") else 1)  # `out imm8` or `out dx`
         self.bus.write(port, size, value)
 
     def _interrupt(self, uc: Uc, intno: int, user_data) -> None:
         if self.calling and intno == 14 and cpu.read(uc, "rip") == CALL_RETURN:
             uc.emu_stop()  # the called function returned to our null return address
             return
-        self._fault(uc, intno, f"{exception_name(intno)} not handled by the guest")
+        self._fault(uc, intno, f"{exception_name(intno)} not handled by the guest",
+                    at=self._trapping_instruction(uc, intno))
+
+    def _trapping_instruction(self, uc: Uc, intno: int) -> int | None:
+        """`int n`, `int3`, `into` and `int1` are traps: RIP is already past them, as the CPU
+        pushes it. The report names the instruction itself, found from the bytes before RIP."""
+        pc = cpu.linear_pc(uc)
+        bits = cpu.instance_bits(uc)
+        if self._read_code(uc, pc - 2, 2, bits) == bytes([0xCD, intno]):
+            return pc - 2
+        if self._read_code(uc, pc - 1, 1, bits) == {3: b"\xcc", 4: b"\xce", 1: b"\xf1"}.get(intno):
+            return pc - 1
+        return None
+
+    def _syscall(self, uc: Uc, user_data) -> None:
+        # Unicorn only calls hooks for `syscall`; it never performs it. A CPU raises #UD when
+        # EFER.SCE is clear, and otherwise enters the kernel at LSTAR, which is not modelled.
+        if self._stop is None:
+            self._stop_pc = cpu.pc(uc)  # a fault: the syscall itself does not retire
+        if not cpu.read_efer(uc) & cpu.EFER_SCE:
+            self._fault(uc, 6, "invalid opcode (#UD) not handled by the guest", cause="syscall with EFER.SCE clear")
+        else:
+            self._fault(uc, None, "syscall with EFER.SCE set: entering LSTAR is not modelled by this emulator")
 
     def _invalid_instruction(self, uc: Uc, user_data) -> bool:
         self._fault(uc, 6, "invalid opcode (#UD) not handled by the guest")

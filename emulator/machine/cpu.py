@@ -47,7 +47,7 @@ def snapshot_16(uc: Uc) -> dict[str, int]:
 
 # -- the CPU's mode: worked out here only ------------------------------------------------------
 
-EFER_LMA = 1 << 10
+EFER_SCE, EFER_LMA = 1, 1 << 10
 CR0_PE, CR0_PG = 1, 1 << 31
 DESC_LONG, DESC_DB = 0x20, 0x40  # flags nibble of a code descriptor's byte 6: L and D/B
 

@@ -81,12 +81,13 @@ _CS_MODES = {16: CS_MODE_16, 32: CS_MODE_32, 64: CS_MODE_64}
 
 def build_fault_report(
     uc: Uc, read_phys: ReadPhys, symbols: SymbolTable, vector: int | None, detail: str,
-    access: int | None = None, address: int | None = None,
+    access: int | None = None, address: int | None = None, at: int | None = None, cause: str | None = None,
 ) -> FaultReport:
-    """The report of a fault from the CPU's state, guest physical memory and the image's symbols."""
+    """The report of a fault from the CPU's state, guest physical memory and the image's symbols.
+    `at`: the instruction that trapped, when RIP is already past it; `cause`: why the CPU raised it."""
     bits = cpu.instance_bits(uc)
     regs = cpu.snapshot_64(uc) if bits == 64 else cpu.snapshot_16(uc)
-    rip = cpu.linear_pc(uc)
+    rip = cpu.linear_pc(uc) if at is None else at
     vm = VirtualMemory(read_phys, cpu.paging_root(uc))
     cs = Cs(CS_ARCH_X86, _CS_MODES[cpu.code_bits(uc, vm.read)])
     cs.detail = True
@@ -107,6 +108,8 @@ def build_fault_report(
         summary = detail
     else:
         summary = name if vector is not None else detail
+    if cause:
+        summary = f"{summary}: {cause}"
     return FaultReport(
         exception=EXCEPTIONS.get(vector, ("", ""))[0] if vector is not None else "machine",
         vector=vector,
@@ -133,7 +136,10 @@ def _region_name(address: int) -> str:
 
 
 def _access_kind(insn, rip: int, cr2: int) -> str:
-    if insn is None or rip <= cr2 < rip + insn.size:
+    if insn is None:
+        # The instruction itself could not be read: an execute only if the fault is at RIP
+        return "execute" if rip <= cr2 < rip + 15 else "access"
+    if rip <= cr2 < rip + insn.size:
         return "execute"
     for op in insn.operands:
         if op.type == X86_OP_MEM and op.access & CS_AC_WRITE:
