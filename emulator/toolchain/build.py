@@ -18,7 +18,7 @@ from .assembler import STANDARD_SECTIONS, Assembler
 from .dialect import AssemblyError
 from .elfwriter import (
     PAGE, PF_R, PF_W, PF_X, SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_NOBITS, SHT_NOTE, STB_GLOBAL, STB_LOCAL,
-    STT_FUNC, STT_NOTYPE, STT_OBJECT, ElfSymbol, Section, Segment, write_elf, xen_note,
+    STT_FUNC, STT_NOTYPE, STT_OBJECT, ElfSymbol, Section, ProgramHeader, write_elf, xen_note,
 )
 from .rustnames import mangle
 from emulator.layout import KERNEL_BASE, ROM_BASE, ROM_SIZE
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
-class KernelImage:
+class LinkedKernel:
     elf: bytes
     symbols: dict[str, int]  # global labels and linker symbols
     entry: int
@@ -46,7 +46,7 @@ def _align(value: int, to: int) -> int:
     return -(-value // to) * to
 
 
-def assemble_kernel(sources: Sequence[tuple[str, str]], base: int = KERNEL_BASE) -> KernelImage:
+def assemble_kernel(sources: Sequence[tuple[str, str]], base: int = KERNEL_BASE) -> LinkedKernel:
     asm = Assembler(sources, flat=False, default_mode=64)
     program = asm.program
     customs = [name for name in program.sections if name not in STANDARD_SECTIONS]
@@ -95,14 +95,14 @@ def assemble_kernel(sources: Sequence[tuple[str, str]], base: int = KERNEL_BASE)
     sections.append(Section(".bss", starts["bss"], b"", bss_size, SHF_ALLOC | SHF_WRITE, SHT_NOBITS, PAGE))
     ro_end = max(s.address + s.size for s in sections if s.flags == SHF_ALLOC)
     segments = [
-        Segment(starts["text"], len(code), len(code), PF_R | PF_X),
-        Segment(starts["note"], ro_end - starts["note"], ro_end - starts["note"], PF_R),
-        Segment(starts["data"], len(data), starts["bss"] + bss_size - starts["data"], PF_R | PF_W),
+        ProgramHeader(starts["text"], len(code), len(code), PF_R | PF_X),
+        ProgramHeader(starts["note"], ro_end - starts["note"], ro_end - starts["note"], PF_R),
+        ProgramHeader(starts["data"], len(data), starts["bss"] + bss_size - starts["data"], PF_R | PF_W),
     ]
     segments = [s for s in segments if s.mem_size]
     symbols = _elf_symbols(asm)
     elf = write_elf(base, entry, sections, segments, note, symbols)
-    return KernelImage(elf, _public_labels(asm), entry, _public_constants(asm))
+    return LinkedKernel(elf, _public_labels(asm), entry, _public_constants(asm))
 
 
 def _entry(asm: Assembler) -> int:
@@ -168,7 +168,7 @@ def _read_sources(src_dir: Path) -> list[tuple[str, str]]:
     return [(str(p.relative_to(src_dir.parent)), p.read_text()) for p in files]
 
 
-def build_kernel(src_dir: Path = ROOT / "kernel_asm") -> KernelImage:
+def build_kernel(src_dir: Path = ROOT / "kernel_asm") -> LinkedKernel:
     return assemble_kernel(_read_sources(src_dir))
 
 

@@ -41,7 +41,7 @@ class ElfSymbol:
 
 
 @dataclass(frozen=True)
-class Segment:
+class ProgramHeader:
     start: int  # address
     file_size: int
     mem_size: int
@@ -64,7 +64,7 @@ class _StringTable:
         return self._index[text]
 
 
-def write_elf(base: int, entry: int, sections: list[Section], segments: list[Segment],
+def write_elf(base: int, entry: int, sections: list[Section], segments: list[ProgramHeader],
               note: Section, symbols: list[ElfSymbol]) -> bytes:
     """Sections must be in address order; `note` is one of them (inside a loaded segment)."""
     top = max(s.address + len(s.data) for s in sections)
