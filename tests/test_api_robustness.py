@@ -9,7 +9,6 @@ import sys
 import pytest
 
 from emulator import BootConfig, GuestCallError, UsageError, boot
-from tests.support.paths import KERNEL
 
 pytestmark = pytest.mark.boot
 
@@ -28,8 +27,8 @@ print(rss_mb() - start)
 
 
 @pytest.mark.slow
-def test_thirty_boots_in_one_process_stay_small():
-    done = subprocess.run([sys.executable, "-c", GROWTH, str(KERNEL)], capture_output=True, text=True, timeout=300)
+def test_thirty_boots_in_one_process_stay_small(kernel):
+    done = subprocess.run([sys.executable, "-c", GROWTH, str(kernel)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) < 60  # MB; before the engines were closed with their machines, 30 boots grew ~370 MB
 
@@ -41,16 +40,16 @@ def test_thirty_boots_in_one_process_stay_small():
     (dict(memory_mib=32), "RAM must be"), (dict(cmdline="\udcff"), "UTF-8"), (dict(cmdline="a\0b"), "NUL"),
     (dict(cmdline="x" * 4000), "at most 3839 bytes"),
 ])
-def test_limits_are_checked_the_same_for_the_api(bad, message):
+def test_limits_are_checked_the_same_for_the_api(bad, message, kernel):
     with pytest.raises(UsageError, match=message):
         BootConfig(**bad)
     with pytest.raises(UsageError, match=message) as raised:
-        boot(KERNEL, **bad)
+        boot(kernel, **bad)
     assert "--" not in str(raised.value)  # an API message names no command-line flag
 
 
-def test_a_limit_stops_the_api_boot():
-    run = boot(KERNEL, cmdline="test", max_insns=100_000)
+def test_a_limit_stops_the_api_boot(kernel):
+    run = boot(kernel, cmdline="test", max_insns=100_000)
     assert run.stop_reason.value == "max-insns" and run.exit_code == 4
     assert 100_000 <= run.result.instructions < 101_000
 

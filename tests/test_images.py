@@ -12,7 +12,7 @@ from emulator import layout
 from emulator.toolchain.build import build_firmware, build_kernel
 from emulator.toolchain.build import main as build_images
 from emulator.toolchain.rustnames import mangle
-from tests.support.paths import FIRMWARE, KERNEL
+from tests.support.paths import FIRMWARE
 
 pytestmark = pytest.mark.unit
 
@@ -27,9 +27,9 @@ def rom():
     return build_firmware()
 
 
-def test_images_rebuild_identically(tmp_path):
+def test_images_rebuild_identically(tmp_path, kernel):
     assert build_images(["--out", str(tmp_path)]) == 0
-    assert (tmp_path / "kernel.elf").read_bytes() == KERNEL.read_bytes()
+    assert (tmp_path / "kernel.elf").read_bytes() == kernel.read_bytes()
     assert (tmp_path / "firmware.bin").read_bytes() == FIRMWARE.read_bytes()
 
 

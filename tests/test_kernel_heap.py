@@ -107,9 +107,9 @@ def aeth(*args):
     return subprocess.run([sys.executable, "-m", "emulator", *args], capture_output=True, text=True, timeout=120)
 
 
-def test_report_heap_section(tmp_path):
+def test_report_heap_section(tmp_path, kernel):
     report = tmp_path / "r.json"
-    done = aeth("boot", "images/kernel.elf", "--cmdline", "allocator=bump", "--report", str(report))
+    done = aeth("boot", str(kernel), "--cmdline", "allocator=bump", "--report", str(report))
     assert done.returncode == 0
     data = json.loads(report.read_text())
     assert data["heap"]["allocator"] == "bump"
@@ -121,8 +121,8 @@ def test_report_heap_section(tmp_path):
     assert data["frames"]["heap_frames"] == 256 and data["paging"]["cr3"].startswith("0x")
 
 
-def test_oom_demo_panics_with_the_layout():
-    done = aeth("boot", "images/kernel.elf", "--cmdline", "demo=oom")
+def test_oom_demo_panics_with_the_layout(kernel):
+    done = aeth("boot", str(kernel), "--cmdline", "demo=oom")
     assert done.returncode == 1
     assert "Heap allocation failed: Layout { size: 2097152, align: 8 (1 << 3) }" in done.stdout
     assert re.search(r"^panicked at kernel_asm/allocator/mod\.s:\d+:5:$", done.stdout, re.M)

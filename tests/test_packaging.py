@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.paths import KERNEL, ROOT
+from tests.support.paths import ROOT
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
 
@@ -26,7 +26,7 @@ def dist(tmp_path_factory) -> Path:
     return out
 
 
-def test_the_wheel_carries_what_commands_need_at_run_time(dist):
+def test_the_wheel_carries_what_commands_need_at_run_time(dist, kernel):
     wheel = next(dist.glob("*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("emulator/data/firmware.bin", "emulator/data/kernel.elf", "emulator/cycles/cycle_model.toml"):
@@ -34,11 +34,11 @@ def test_the_wheel_carries_what_commands_need_at_run_time(dist):
     assert any(n.startswith("emulator/cycles/_cyclemodel") and n.endswith(".so") for n in names)
     assert any(n.startswith("emulator/calibrate/_hostrun") and n.endswith(".so") for n in names)
     data = zipfile.ZipFile(wheel).read("emulator/data/kernel.elf")
-    assert data == KERNEL.read_bytes()  # the real image, not a link to a file outside the package
+    assert data == kernel.read_bytes()  # the real image, not a link to a file outside the package
     assert next(dist.glob("*.tar.gz")).stat().st_size > 0
 
 
-def test_an_installed_wheel_boots_from_any_directory(dist, tmp_path):
+def test_an_installed_wheel_boots_from_any_directory(dist, tmp_path, kernel):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
@@ -54,7 +54,7 @@ def test_an_installed_wheel_boots_from_any_directory(dist, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     image = elsewhere / "my.elf"
-    image.write_bytes(KERNEL.read_bytes())
+    image.write_bytes(kernel.read_bytes())
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.run([str(python), "-c", "import emulator, sys; print(emulator.__file__)"], cwd=elsewhere,
                            capture_output=True, text=True, env=env, timeout=60)

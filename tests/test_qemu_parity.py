@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.paths import KERNEL
 from tests.support.qemu import SUCCESS_STATUS, run_qemu
 
 pytestmark = [pytest.mark.boot, pytest.mark.qemu]
@@ -14,9 +13,9 @@ FAILURE_STATUS = (0x11 << 1) | 1
 
 @pytest.mark.parametrize("cmdline", ["", "allocator=bump", "test", "test allocator=bump", "demo=oom",
                                      "quiet test=paging", "unknown=1 allocator=linked_list"])
-def test_serial_and_exit_match_qemu(booted, cmdline):
+def test_serial_and_exit_match_qemu(booted, cmdline, kernel):
     ours = booted(cmdline)
-    qemu = run_qemu(KERNEL, cmdline)
+    qemu = run_qemu(kernel, cmdline)
     assert qemu.serial.decode() == ours.serial
     expected = SUCCESS_STATUS if ours.exit_code == 0 else FAILURE_STATUS
     assert qemu.status == expected

@@ -14,18 +14,18 @@ from emulator.machine.session import run_untraced as boot
 pytestmark = pytest.mark.boot
 
 
-def test_two_runs_give_identical_counts_and_cycles():
-    first = boot("images/kernel.elf", BootConfig(cmdline="test=frame"))[1]
-    second = boot("images/kernel.elf", BootConfig(cmdline="test=frame"))[1]
+def test_two_runs_give_identical_counts_and_cycles(kernel):
+    first = boot(str(kernel), BootConfig(cmdline="test=frame"))[1]
+    second = boot(str(kernel), BootConfig(cmdline="test=frame"))[1]
     assert first.exit_code == second.exit_code == 0
     assert (first.instructions, first.cycles, first.cycle_breakdown) == \
         (second.instructions, second.cycles, second.cycle_breakdown)
     assert first.cycles > first.instructions / 4 and first.firmware_cycles > 0
 
 
-def test_report_fields(tmp_path):
+def test_report_fields(tmp_path, kernel):
     path = tmp_path / "r.json"
-    done = subprocess.run([sys.executable, "-m", "emulator", "boot", "images/kernel.elf", "--report", str(path),
+    done = subprocess.run([sys.executable, "-m", "emulator", "boot", str(kernel), "--report", str(path),
                            "--profile"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0
     report = json.loads(path.read_text())

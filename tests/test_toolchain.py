@@ -10,12 +10,12 @@ import pytest
 import rust_demangler
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 from elftools.elf.elffile import ELFFile
-from tests.support.guest import long_mode_kernel
-from tests.support.qemu import SUCCESS_STATUS, run_qemu
 
 from emulator.toolchain.build import assemble_flat, assemble_kernel
 from emulator.toolchain.dialect import AssemblyError
 from emulator.toolchain.rustnames import mangle
+from tests.support.guest import long_mode_kernel
+from tests.support.qemu import SUCCESS_STATUS, run_qemu
 
 pytestmark = pytest.mark.unit
 

@@ -50,29 +50,29 @@ def test_bump_results_are_where_the_bump_pointer_was(booted):
     assert box.heap.used == 40 and box.heap.live_bytes == 16 + 18 + 4
 
 
-def test_call_from_the_host_is_traced_and_returns_the_guests_pointer(booted):
-    run = boot("images/kernel.elf")
+def test_call_from_the_host_is_traced_and_returns_the_guests_pointer(booted, kernel):
+    run = boot(str(kernel))
     ptr = run.call("__rust_alloc", 64, 8)
     assert ptr % 8 == 0 and HEAP_START <= ptr < HEAP_START + 0x100000
     stats = run.machine.call_sret("aetherion::allocator::heap_stats", 24)
     assert int.from_bytes(stats[8:16], "little") == 64  # used
 
 
-def test_trace_file_round_trip_and_stats(tmp_path):
+def test_trace_file_round_trip_and_stats(tmp_path, kernel):
     out = tmp_path / "boot.jsonl"
-    done = subprocess.run([sys.executable, "-m", "emulator", "trace", "images/kernel.elf", "-o", str(out)],
+    done = subprocess.run([sys.executable, "-m", "emulator", "trace", str(kernel), "-o", str(out)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "Aetherion OS" in done.stdout and "7 events written" in done.stderr
     trace = read_trace(out)
-    live = boot("images/kernel.elf")
+    live = boot(str(kernel))
     assert [e.to_json() for e in trace.events] == [e.to_json() for e in live.events]
     assert trace.header["image_sha256"] == live.machine.image.sha256
     assert trace.end["stop_reason"] == "exit" and trace.end["live_blocks"] == 0
 
 
-def test_step_through_a_real_boot_with_piped_input(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "emulator", "step", "images/kernel.elf"],
+def test_step_through_a_real_boot_with_piped_input(tmp_path, kernel):
+    done = subprocess.run([sys.executable, "-m", "emulator", "step", str(kernel)],
                           input="n\nc realloc\nc dealloc\nq\n", capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     headers = [line for line in done.stdout.splitlines() if line.startswith("event ")]

@@ -21,7 +21,6 @@ from emulator.calibrate.validate import (
 )
 from emulator.image.loader import load_image
 from emulator.toolchain.build import assemble_flat
-from tests.support.paths import KERNEL
 
 pytestmark = pytest.mark.unit
 
@@ -42,8 +41,8 @@ def test_pointer_chain_visits_every_node_once():
     assert node == first and len(seen) == 64 and all((n - DATA - 8) % 64 == 0 for n in seen)
 
 
-def test_every_case_assembles_against_the_kernel():
-    kernel = kernel_addresses(load_image(KERNEL, 4096 << 20))
+def test_every_case_assembles_against_the_kernel(kernel):
+    kernel = kernel_addresses(load_image(kernel, 4096 << 20))
     flat = assemble_flat([("validate.s", case_source(CASES, kernel))], CODE, CODE_SIZE, default_mode=64)
     assert len(CASES) >= 20
     assert all(f"case_{case.name}" in flat.symbols for case in CASES)
@@ -61,8 +60,8 @@ def _loop_start(flat, name: str) -> tuple[int, int]:
     raise AssertionError(f"no loop in {name}")
 
 
-def test_probes_assemble_with_the_cases_and_sit_where_they_say():
-    kernel = kernel_addresses(load_image(KERNEL, 4096 << 20))
+def test_probes_assemble_with_the_cases_and_sit_where_they_say(kernel):
+    kernel = kernel_addresses(load_image(kernel, 4096 << 20))
     names = [case.name for case in CASES + PROBES]
     assert len(set(names)) == len(names)
     flat = assemble_flat([("validate.s", case_source(CASES + PROBES, kernel))], CODE, CODE_SIZE, default_mode=64)
@@ -74,12 +73,12 @@ def test_probes_assemble_with_the_cases_and_sit_where_they_say():
     assert first % 64 == 54 and (end - 1) // 64 == first // 64 + 1
 
 
-def test_random_branch_case_goes_on_where_it_stopped():
+def test_random_branch_case_goes_on_where_it_stopped(kernel):
     """branch_random keeps its generator state in memory between calls (a host predictor
     memorises a sequence that every call would otherwise repeat)."""
     from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
     from unicorn import x86_const as x
-    image = load_image(KERNEL, 4096 << 20)
+    image = load_image(kernel, 4096 << 20)
     case = next(c for c in CASES if c.name == "branch_random")
     flat = assemble_flat([("validate.s", case_source([case], kernel_addresses(image)))], CODE, CODE_SIZE,
                          default_mode=64)
