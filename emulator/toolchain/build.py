@@ -14,14 +14,32 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emulator.layout import KERNEL_BASE, ROM_BASE, ROM_SIZE
+
 from .assembler import STANDARD_SECTIONS, Assembler
 from .dialect import AssemblyError
 from .elfwriter import (
-    PAGE, PF_R, PF_W, PF_X, SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_NOBITS, SHT_NOTE, STB_GLOBAL, STB_LOCAL,
-    STT_FUNC, STT_NOTYPE, STT_OBJECT, ElfSymbol, Section, ProgramHeader, write_elf, xen_note,
+    PAGE,
+    PF_R,
+    PF_W,
+    PF_X,
+    SHF_ALLOC,
+    SHF_EXECINSTR,
+    SHF_WRITE,
+    SHT_NOBITS,
+    SHT_NOTE,
+    STB_GLOBAL,
+    STB_LOCAL,
+    STT_FUNC,
+    STT_NOTYPE,
+    STT_OBJECT,
+    ElfSymbol,
+    ProgramHeader,
+    Section,
+    write_elf,
+    xen_note,
 )
 from .rustnames import mangle
-from emulator.layout import KERNEL_BASE, ROM_BASE, ROM_SIZE
 
 NOTE_SIZE = len(xen_note(0))
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from emulator.layout import PAGE_SIZE as PAGE
 from emulator.layout import PVH_NOTE_NAME, XEN_ELFNOTE_PHYS32_ENTRY
+
 SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_NOTE, SHT_NOBITS = 1, 2, 3, 7, 8
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 1, 2, 4
 PT_LOAD, PT_NOTE = 1, 4
