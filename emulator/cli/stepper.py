@@ -24,25 +24,52 @@ from emulator.image.symbols import SymbolTable
 from emulator.trace.events import KINDS, AllocEvent
 
 MAP_CELLS = 64
-_COMPARE = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq, "==": operator.eq}
+_COMPARE = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq, "==": operator.eq,
+            "!=": operator.ne}
+
+
+FIELDS = ("size", "align", "seq", "depth")
+_COMPARISON = re.compile(r"(\w+)\s*(>=|<=|==|!=|=|>|<)\s*(\S+)")
+_SYMBOL_TEXT = re.compile(r"[\w:<>$.@-]+")  # what a Rust path or symbol fragment is made of
+MAX_SHOWN = 60
+
+
+def shown(text: str) -> str:
+    """User input echoed back, cut to a readable length."""
+    text = text.strip()
+    return repr(text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "…")
 
 
 def matcher(expr: str) -> Callable[[AllocEvent], bool]:
-    """Parse a `c EXPR` condition; raises ValueError with a hint when it cannot."""
+    """Parse a `c EXPR` condition: a kind (`dealloc`, `kind=realloc`), a size (`64`), a comparison
+    of size, align, seq or depth (`size>=1024`), or text of a call site or backtrace frame
+    (`Vec`, `alloc::raw_vec`). Raises ValueError with a hint when it is none of these."""
     expr = expr.strip()
     if not expr:
         raise ValueError("continue needs a condition: a kind, a size (64, size>=1024) or a symbol")
-    m = re.fullmatch(r"size\s*(>=|<=|==|=|>|<)\s*(\d+|0x[0-9a-fA-F]+)", expr)
+    m = _COMPARISON.fullmatch(expr)
     if m:
-        op, value = _COMPARE[m.group(1)], int(m.group(2), 0)
-        return lambda e: op(e.size, value)
+        name, op, value = m.groups()
+        if name == "kind":
+            if op not in ("=", "==") or value not in KINDS:
+                raise ValueError(f"a kind is one of {', '.join(KINDS)} (kind=realloc)")
+            return lambda e: e.kind == value
+        if name not in FIELDS:
+            raise ValueError(f"cannot compare {shown(name)}: the fields are kind, {', '.join(FIELDS)}")
+        try:
+            number = int(value, 0)
+        except ValueError:
+            raise ValueError(f"{shown(value)} is not a number") from None
+        compare = _COMPARE[op]
+        return lambda e: compare(getattr(e, name), number)
     if re.fullmatch(r"\d+|0x[0-9a-fA-F]+", expr):
         value = int(expr, 0)
         return lambda e: e.size == value
-    m = re.fullmatch(r"kind\s*=+\s*(\w+)", expr)
-    kind = m.group(1) if m else expr
-    if kind in KINDS:
-        return lambda e: e.kind == kind
+    if expr in KINDS:
+        return lambda e: e.kind == expr
+    if not _SYMBOL_TEXT.fullmatch(expr) or any(op in expr for op in "=!"):
+        raise ValueError(f"cannot parse {shown(expr)}: use a kind, a size, a comparison such as size>=1024, "
+                         f"or text of a symbol")
     return lambda e: expr in e.caller or any(expr in frame for frame in e.backtrace)
 
 
@@ -174,7 +201,7 @@ class Stepper:
             for i in range(self.position + 1, len(self.events)):
                 if match(self.events[i]):
                     return self._go(i)
-            self.console.print(f"no later event matches {rest.strip()!r}")
+            self.console.print(f"no later event matches {shown(rest)}")
             return True
         self.console.print("commands: Enter/n next, p previous, c EXPR continue, g N go to event N, q quit")
         return True
