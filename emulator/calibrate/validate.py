@@ -1,17 +1,19 @@
 """`aeth-emu validate` / `make validate`: the cycle model against the host CPU running the same code.
 
 Each case is a small function of machine code (a loop of `n` iterations), assembled once with
-our toolchain. It runs natively — mapped at its link address in this process next to the
-kernel image's own segments, called through the System V ABI, timed with fenced `rdtsc`, the
-minimum of many calls — and in the model, warm (the second of two calls). TSC ticks become core
-cycles through a dependent `add` chain, one cycle per add on Zen 4. llvm-mca (Debian's llvm,
-`-mcpu=znver3`: its newest Zen) predicts the same loop bodies as a baseline. Reported: each
-case's error, the mean absolute percentage error (MAPE) and Kendall's tau of the ranking.
+our toolchain. It runs natively — in a sandboxed child process (calibrate/sandbox.py: mapped at
+its link address next to the kernel image's own segments, no system call but read, write and
+exit, a time limit), called through the System V ABI, timed with fenced `rdtsc`, the minimum of
+many calls — and in the model, warm (the second of two calls). The image's allocators run
+natively too, so only the kernel shipped with aeth-emu runs unless the caller insists
+(`native_untrusted`). TSC ticks become core cycles through a dependent `add` chain, one cycle
+per add on Zen 4. llvm-mca (Debian's llvm, `-mcpu=znver3`: its newest Zen) predicts the same
+loop bodies as a baseline. Reported: each case's error, the mean absolute percentage error
+(MAPE) and Kendall's tau of the ranking.
 """
 
 from __future__ import annotations
 
-import ctypes
 import random
 import re
 import shutil
@@ -23,7 +25,10 @@ from pathlib import Path
 from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
 from unicorn import x86_const as x86
 
+from emulator.calibrate.sandbox import DEFAULT_TIME_LIMIT, NativeCase, run_native
 from emulator.cycles.accounting import CycleAccounting
+from emulator.errors import ImageError, UsageError
+from emulator.image.bundled import bundled_kernel
 from emulator.image.loader import KernelImage, load_image
 from emulator.toolchain.build import assemble_flat
 
@@ -194,14 +199,17 @@ def chain_bytes(span: int, stride: int, seed: int = 1) -> tuple[bytes, int]:
 
 
 def kernel_addresses(image: KernelImage) -> dict[str, int]:
+    """The kernel symbols the cases call and use; ImageError naming the first one missing."""
     sym = image.symbols
-    found = {name: sym.address(path) for name, path in KERNEL_SYMBOLS.items()}
-    bss = sym.address("__bss_start")
+    wanted = {**KERNEL_SYMBOLS, "BUMP": "bench_bump", "LL": "bench_ll", "REGION": "bench_region"}
+    missing = [path for path in (*wanted.values(), "__bss_start") if path not in sym]
+    if missing:
+        raise ImageError(f"{image.path}: no symbol {missing[0]!r}, which validate needs (it times the kernel's "
+                         f"allocators{f'; {len(missing) - 1} more missing' if len(missing) > 1 else ''})")
     # Private allocator structs and a 1 MiB region in the kernel's own bss (bench.s's).
-    found["BUMP"] = sym.address("bench_bump")
-    found["LL"] = sym.address("bench_ll")
-    found["REGION"] = sym.address("bench_region")
-    assert found["REGION"] >= bss
+    found = {name: sym.address(path) for name, path in wanted.items()}
+    if found["REGION"] < sym.address("__bss_start"):
+        raise ImageError(f"{image.path}: bench_region is not in the kernel's bss, which validate needs it to be")
     return found
 
 
@@ -221,36 +229,40 @@ class Result:
         return None if self.mca is None else (self.mca - self.native) / self.native
 
 
-class Native:
-    def __init__(self, image: KernelImage, code: bytes) -> None:
-        from emulator.calibrate import _hostrun  # noqa: F401  (built with the package)
+def _regions(image: KernelImage) -> list[tuple[int, int]]:
+    low = min(s.vaddr for s in image.segments) & ~0xFFF
+    high = (max(s.vaddr + s.memsz for s in image.segments) + 0xFFF) & ~0xFFF
+    return [(low, high - low), (CODE, CODE_SIZE), (DATA, DATA_SIZE)]
 
-        self.lib = ctypes.CDLL(_hostrun.__file__)
-        self.lib.hr_time.restype = ctypes.c_uint64
-        self.lib.hr_time.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int]
-        self.lib.hr_map.argtypes = [ctypes.c_uint64, ctypes.c_uint64]
-        low = min(s.vaddr for s in image.segments) & ~0xFFF
-        high = (max(s.vaddr + s.memsz for s in image.segments) + 0xFFF) & ~0xFFF
-        for start, size in ((low, high - low), (CODE, CODE_SIZE), (DATA, DATA_SIZE)):
-            if self.lib.hr_map(start, size) != 0:
-                raise RuntimeError(f"cannot map [0x{start:x}, +0x{size:x}) in this process: the range is taken")
-        for seg in image.segments:
-            ctypes.memmove(seg.vaddr, seg.data, len(seg.data))
-        ctypes.memmove(CODE, code, len(code))
 
-    def write(self, address: int, data: bytes) -> None:
-        ctypes.memmove(address, data, len(data))
+def _case_writes(case: Case) -> list[tuple[int, bytearray]]:
+    """What a case needs in DATA before it runs: its pointer chain, its generator's seed."""
+    writes = []
+    if case.chain:
+        data, first = chain_bytes(*case.chain)
+        data = bytearray(data)
+        data[:8] = first.to_bytes(8, "little")
+        writes.append((DATA, data))
+    if case.seed is not None:
+        writes.append((RNG_STATE, bytearray(case.seed.to_bytes(8, "little"))))
+    return writes
 
-    def ticks(self, function: int, n: int, reps: int = 15) -> int:
-        return self.lib.hr_time(function, n, reps)
+
+def native_ticks(image: KernelImage, code: bytes, functions: list[int], cases: list[Case],
+                 writes: list[list[tuple[int, bytearray]]], time_limit: float = DEFAULT_TIME_LIMIT) -> list[int]:
+    """Each case's fewest TSC ticks over 15 calls, run in the sandbox (calibrate/sandbox.py) with
+    the image's segments and `code` (at CODE) mapped; raises NativeRunFailed naming the case
+    that made a system call, crashed or ran out of time."""
+    setup = [(seg.vaddr, seg.data) for seg in image.segments if seg.data] + [(CODE, code)]
+    native = [NativeCase(case.name, function, case.iterations, 15, case_writes)
+              for case, function, case_writes in zip(cases, functions, writes)]
+    return run_native(_regions(image), setup, native, time_limit)
 
 
 class Model:
     def __init__(self, image: KernelImage, code: bytes, return_here: int) -> None:
         self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
-        low = min(s.vaddr for s in image.segments) & ~0xFFF
-        high = (max(s.vaddr + s.memsz for s in image.segments) + 0xFFF) & ~0xFFF
-        for start, size in ((low, high - low), (CODE, CODE_SIZE), (DATA, DATA_SIZE), (STACK, STACK_SIZE)):
+        for start, size in (*_regions(image), (STACK, STACK_SIZE)):
             self.uc.mem_map(start, size)
         for seg in image.segments:
             self.uc.mem_write(seg.vaddr, seg.data)
@@ -305,45 +317,55 @@ def mape(errors: list[float]) -> float:
     return 100 * sum(abs(e) for e in errors) / len(errors)
 
 
-def _measure(image_path: str | Path, cases: list[Case]) -> tuple[float, list[tuple[Case, float, int]], dict[str, int]]:
+def check_trusted(image: KernelImage, native_untrusted: bool = False) -> None:
+    """Refuse (UsageError) to run an image's code natively unless it is the kernel shipped with
+    aeth-emu or the caller insists."""
+    if native_untrusted:
+        return
+    shipped = load_image(bundled_kernel(), 4096 << 20).sha256
+    if image.sha256 != shipped:
+        raise UsageError(f"{image.path}: not the kernel shipped with aeth-emu (its SHA-256 differs), and validate "
+                         "runs the image's code natively on this host; pass --native-untrusted to run it anyway "
+                         "(in the sandbox)")
+
+
+def _measure(image_path: str | Path, cases: list[Case], native_untrusted: bool = False,
+             time_limit: float = DEFAULT_TIME_LIMIT) -> tuple[float, list[tuple[Case, float, int]], dict[str, int]]:
     """(TSC ticks per core cycle, [(case, native core cycles, model cycles)], kernel addresses)."""
     image = load_image(image_path, 4096 << 20)
+    check_trusted(image, native_untrusted)
     kernel = kernel_addresses(image)
     calibration = CASES[0]  # alu_dependent: one cycle per dependent add
     everything = cases if calibration in cases else [calibration, *cases]
     flat = assemble_flat([("validate.s", case_source(everything, kernel))], CODE, CODE_SIZE, default_mode=64)
-    native = Native(image, flat.data)
+    functions = [flat.symbols[f"case_{case.name}"] for case in everything]
+    writes = [_case_writes(case) for case in everything]
+    # The native side first, all cases in one sandboxed child: a case that fails it fails fast.
+    ticks = native_ticks(image, flat.data, functions, everything, writes, time_limit)
     model = Model(image, flat.data, flat.symbols["return_here"])
-    rows, ticks_per_cycle = [], None
-    for case in everything:
-        function = flat.symbols[f"case_{case.name}"]
-        if case.chain:
-            data, first = chain_bytes(*case.chain)
-            for target in (native, model):
-                target.write(DATA, first.to_bytes(8, "little") + data[8:])
-        for target in (native, model):
-            if case.seed is not None:
-                target.write(RNG_STATE, case.seed.to_bytes(8, "little"))
-        model_cycles = model.cycles(function, case.iterations)
-        ticks = native.ticks(function, case.iterations)
-        if case is calibration:
-            ticks_per_cycle = ticks / (8 * case.iterations)
-        rows.append((case, ticks, model_cycles))
+    rows = []
+    for case, function, case_writes, case_ticks in zip(everything, functions, writes, ticks):
+        for address, data in case_writes:
+            model.write(address, bytes(data))
+        rows.append((case, case_ticks, model.cycles(function, case.iterations)))
+    ticks_per_cycle = ticks[everything.index(calibration)] / (8 * calibration.iterations)
     return ticks_per_cycle, [(case, ticks / ticks_per_cycle, cycles) for case, ticks, cycles in rows
                              if case in cases], kernel
 
 
-def probes(image_path: str | Path) -> dict:
+def probes(image_path: str | Path, native_untrusted: bool = False, time_limit: float = DEFAULT_TIME_LIMIT) -> dict:
     """The calibration probes: native and model cycles per loop iteration."""
-    ticks_per_cycle, rows, _ = _measure(image_path, PROBES)
+    ticks_per_cycle, rows, _ = _measure(image_path, PROBES, native_untrusted, time_limit)
     return {"ticks_per_core_cycle": ticks_per_cycle,
             "probes": [{"probe": case.name, "native_cycles_per_iteration": round(native / case.iterations, 2),
                         "model_cycles_per_iteration": round(cycles / case.iterations, 2)}
                        for case, native, cycles in rows]}
 
 
-def validate(image_path: str | Path) -> dict:
-    ticks_per_cycle, rows, kernel = _measure(image_path, CASES)
+def validate(image_path: str | Path, native_untrusted: bool = False, time_limit: float = DEFAULT_TIME_LIMIT) -> dict:
+    """Every case natively (sandboxed, at most `time_limit` seconds) and in the model; the
+    report `aeth-emu validate` prints."""
+    ticks_per_cycle, rows, kernel = _measure(image_path, CASES, native_untrusted, time_limit)
     results = [Result(case.name, native, float(cycles), llvm_mca(case, kernel)) for case, native, cycles in rows]
     with_mca = [r for r in results if r.mca is not None]
     return {

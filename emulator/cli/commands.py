@@ -232,10 +232,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     from emulator.calibrate.validate import probes, validate
 
-    try:
-        image = args.image or bundled_kernel()
-        report = probes(image) if args.probes else validate(image)
-    except RuntimeError as exc:
+    image = args.image or bundled_kernel()
+    run = probes if args.probes else validate
+    try:  # failures are EmulatorErrors: a refused image, missing symbols, a case the sandbox killed
+        report = run(image, native_untrusted=args.native_untrusted, time_limit=args.native_time_limit)
+    except RuntimeError as exc:  # Unicorn's or the toolchain's
         raise UsageError(str(exc)) from None
     if args.json:
         print(json.dumps(report, indent=2))

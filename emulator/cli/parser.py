@@ -6,6 +6,7 @@ import argparse
 from typing import NoReturn
 
 from emulator import __version__
+from emulator.calibrate.sandbox import DEFAULT_TIME_LIMIT as NATIVE_TIME_LIMIT
 from emulator.errors import UsageError
 from emulator.layout import DEFAULT_RAM_MIB
 
@@ -100,4 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true", help="print the results as JSON")
     validate.add_argument("--probes", action="store_true",
                           help="run the calibration probes behind cycle_model.toml's measured figures instead")
+    validate.add_argument("--native-untrusted", action="store_true",
+                          help="run an image other than the shipped kernel natively too (in a sandboxed child: "
+                               "no system call but read, write and exit)")
+    validate.add_argument("--native-time-limit", type=_positive_float, default=NATIVE_TIME_LIMIT, metavar="SECONDS",
+                          help=f"kill the native run past this many seconds (default {NATIVE_TIME_LIMIT:g})")
     return parser
