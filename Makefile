@@ -28,10 +28,10 @@ test: $(STAMP) qemu
 images: $(STAMP)
 	$(BIN)/python -m emulator.toolchain.build
 
-# Longer random runs of the allocator property tests; failures are kept, shrunk, in
+# Longer random runs of the allocator property tests and the trace-file fuzzer; failures are kept, shrunk, in
 # tests/fuzz-db (commit them: every later `make test` replays them first).
 fuzz: $(STAMP)
-	AETH_FUZZ=1 $(BIN)/python -m pytest -q tests/test_allocator_properties.py
+	AETH_FUZZ=1 $(BIN)/python -m pytest -q tests/test_allocator_properties.py tests/test_trace_fuzz.py
 
 bench: $(STAMP)
 	$(BIN)/aeth-emu bench

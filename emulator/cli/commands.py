@@ -165,17 +165,17 @@ def cmd_step(args: argparse.Namespace) -> int:
         if run.result.stop_reason is not StopReason.EXIT:
             print(f"aeth-emu: stopped: {run.result.detail}; stepping through the {len(run.events)} events "
                   f"before it", file=sys.stderr)
-        events, image = list(run.events), boot.machine.image
+        events, image, code = list(run.events), boot.machine.image, run.exit_code
     else:
-        events, image = list(trace.events), _trace_image(trace, source)
-    code = None
+        events, image, code = list(trace.events), _trace_image(trace, source), 0
+    view = None
     if image is not None:
-        code = CodeView([(seg.vaddr, seg.data) for seg in image.segments if "x" in seg.flags], image.symbols)
-    stepper = Stepper(events, console, code)
+        view = CodeView([(seg.vaddr, seg.data) for seg in image.segments if "x" in seg.flags], image.symbols)
+    stepper = Stepper(events, console, view)
     interactive = sys.stdin.isatty()
     prompt = (lambda: console.print("[dim](n)ext (p)rev (c)ontinue EXPR (g)o N (q)uit[/]", end=" ")) if interactive else None
     stepper.run((line.rstrip("\n") for line in sys.stdin), prompt)
-    return 0
+    return code  # a booted image's own exit code, as `boot` gives it
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
