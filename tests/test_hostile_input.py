@@ -305,3 +305,11 @@ def test_the_api_boot_stops_a_spinning_guest_on_ctrl_c(tmp_path):
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert out.split() == ["interrupted", "4", "True"], err
+
+
+def test_validate_ends_cleanly_on_ctrl_c():
+    process = subprocess.Popen([*AETH, "validate"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)  # past the sandboxed native part, inside the model's cases
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 4 and err.strip() == "aeth-emu: interrupted"

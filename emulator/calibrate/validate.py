@@ -30,6 +30,7 @@ from emulator.cycles.accounting import CycleAccounting
 from emulator.errors import ImageError, UsageError
 from emulator.image.bundled import bundled_kernel
 from emulator.image.loader import KernelImage, load_image
+from emulator.machine.hostsignals import STOP_SIGNALS, StopOnSignals
 from emulator.toolchain.build import assemble_flat
 
 CODE, DATA, STACK = 0x7000_0000, 0x7100_0000, 0x6F00_0000
@@ -331,7 +332,15 @@ def check_trusted(image: KernelImage, native_untrusted: bool = False) -> None:
 
 def _measure(image_path: str | Path, cases: list[Case], native_untrusted: bool = False,
              time_limit: float = DEFAULT_TIME_LIMIT) -> tuple[float, list[tuple[Case, float, int]], dict[str, int]]:
-    """(TSC ticks per core cycle, [(case, native core cycles, model cycles)], kernel addresses)."""
+    """(TSC ticks per core cycle, [(case, native core cycles, model cycles)], kernel addresses).
+    Host signals are held while it runs (a Ctrl-C inside the model's decode callback could not be
+    handled there) and end it between cases with KeyboardInterrupt."""
+    received: list[str] = []
+    with StopOnSignals(received.append, STOP_SIGNALS):
+        return _measure_cases(image_path, cases, native_untrusted, time_limit, received)
+
+
+def _measure_cases(image_path, cases, native_untrusted, time_limit, received):
     image = load_image(image_path, 4096 << 20)
     check_trusted(image, native_untrusted)
     kernel = kernel_addresses(image)
@@ -345,6 +354,8 @@ def _measure(image_path: str | Path, cases: list[Case], native_untrusted: bool =
     model = Model(image, flat.data, flat.symbols["return_here"])
     rows = []
     for case, function, case_writes, case_ticks in zip(everything, functions, writes, ticks):
+        if received:
+            raise KeyboardInterrupt
         for address, data in case_writes:
             model.write(address, bytes(data))
         rows.append((case, case_ticks, model.cycles(function, case.iterations)))
