@@ -313,3 +313,19 @@ def test_validate_ends_cleanly_on_ctrl_c():
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 4 and err.strip() == "aeth-emu: interrupted"
+
+
+def test_a_run_opens_no_socket_and_writes_only_what_was_named(tmp_path):
+    (tmp_path / "image").mkdir()
+    image = build(tmp_path / "image", FOREVER)
+    work = tmp_path / "work"
+    work.mkdir()
+    process = subprocess.Popen([*AETH, "trace", str(image), "-o", "t.jsonl"], cwd=work, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    descriptors = [os.readlink(f"/proc/{process.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{process.pid}/fd")]
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    assert not [d for d in descriptors if d.startswith("socket:")]
+    assert sorted(p.name for p in work.iterdir()) == ["t.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "image").iterdir()) == ["test.elf"]
