@@ -2,6 +2,7 @@
 
 emulator.cycles._cyclemodel: the cycle model's Unicorn hooks (loaded with ctypes).
 emulator.calibrate._hostrun: the native runner `aeth-emu validate` times host code with.
+emulator.machine._ports: the machine's in/out hooks (serial output at machine speed).
 """
 
 from setuptools import Extension, setup
@@ -13,6 +14,8 @@ setup(
             sources=["emulator/cycles/native/cyclemodel.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
         ),
+        Extension("emulator.machine._ports", sources=["emulator/machine/native/ports.c"],
+                  extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"]),
         Extension("emulator.calibrate._hostrun", sources=["emulator/calibrate/native/hostrun.c"],
                   extra_compile_args=["-O2", "-Wall"]),
     ],

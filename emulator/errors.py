@@ -28,7 +28,11 @@ class TraceFormatError(EmulatorError):
     """A trace file that cannot be read: not a trace, a version this build does not read, a bad record."""
 
 
-class CycleModelError(EmulatorError):
+class NativeError(EmulatorError):
+    """A native part of aeth-emu (a C extension) is not built, out of date, or refused by Unicorn."""
+
+
+class CycleModelError(NativeError):
     """The native cycle model is missing, out of date, or its parameter file is malformed."""
 
 

@@ -407,7 +407,7 @@ def machine_boot(tmp_path, corrupt_block: bool = False):
 def test_machine_devices_after_post(tmp_path):
     machine, result = machine_boot(tmp_path)
     assert result.post_codes == GOOD_POST
-    assert result.serial == b"" and machine.uart.bytes_sent == 0
+    assert result.serial == b"" and machine.serial_bytes == 0
     assert machine.uart.baud == 115200 and machine.uart.lcr == 0x03 and machine.uart.mcr == 0x0B
     assert machine.a20.enabled
     assert result.screen.splitlines()[0] == "Aetherion BIOS"

@@ -69,3 +69,28 @@ def test_report_survives_ctrl_c(tmp_path):
     assert process.returncode == 4 and out == "x"
     data = json.loads(report.read_text())
     assert data["stop_reason"] == "interrupted" and data["serial"] == "x" and data["instructions"] > 1000
+
+
+SPEAK_THEN_SPIN = """
+.function main, speak::main
+main:
+    mov dx, COM1
+    mov al, 'h'
+    out dx, al
+    mov al, 10
+    out dx, al
+.Lspin:
+    jmp .Lspin
+.endfunction
+"""
+
+
+def test_serial_output_streams_live_while_the_guest_runs(tmp_path):
+    image = build(tmp_path, SPEAK_THEN_SPIN)
+    process = subprocess.Popen([sys.executable, "-m", "emulator", "boot", str(image)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()  # arrives while the guest still spins, not at the end of the run
+    alive = process.poll() is None
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    assert line == "h\n" and alive and process.returncode == 4

@@ -47,11 +47,12 @@ from emulator.machine import cpu, engine
 from emulator.machine.bootparams import boot_parameter_block
 from emulator.machine.devices.bus import PortBus
 from emulator.machine.devices.simple import A20Gate, IsaDebugExit, PostPort
-from emulator.machine.devices.uart16550 import Uart16550
+from emulator.machine.devices.uart16550 import LSR, RBR_THR, Uart16550
 from emulator.machine.devices.vga import screen_text
 from emulator.machine.faults import build_fault_report, exception_name
 from emulator.machine.guestcall import CALL_RETURN, call_function
 from emulator.machine.physmem import PhysicalMemory
+from emulator.machine.ports import NativePorts
 from emulator.machine.records import EXIT_CODES, BootConfig, RunResult, Stop, StopReason
 
 NEVER = 1 << 63  # a non-canonical address: emu_start's `until` that no guest can reach
@@ -86,6 +87,10 @@ class Machine:
         self.bus.attach(IsaDebugExit(weak_callback(self._guest_exit)), DEBUG_EXIT_PORT, DEBUG_EXIT_PORTS)
         self.bus.attach(self.post, POST_PORT, 1)
         self.bus.attach(self.a20, A20_PORT, 1)
+        self.ports = NativePorts(COM1 + RBR_THR, COM1 + LSR, self.uart.line_status,
+                                 weak_callback(self._port_in, dead=0xFFFFFFFF), weak_callback(self._port_out),
+                                 weak_callback(self._serial_out))
+        self.ports.set_direct(self.uart.plain_transmit)
         self.uc: Uc | None = None  # the instance currently running (or last run)
         self.accounting: CycleAccounting | None = None
         self.firmware_instructions = 0
@@ -107,8 +112,7 @@ class Machine:
         uc = engine.new_engine(mode, owner=self)
         self.memory.map_into(uc)
         # Weak callbacks: the engine must not keep the machine alive (emulator/lifetimes.py).
-        uc.hook_add(UC_HOOK_INSN, weak_callback(self._port_in, dead=0xFFFFFFFF), None, 1, 0, x86.UC_X86_INS_IN)
-        uc.hook_add(UC_HOOK_INSN, weak_callback(self._port_out), None, 1, 0, x86.UC_X86_INS_OUT)
+        self.ports.attach(uc)  # in/out: COM1 in C, every other port through _port_in/_port_out
         uc.hook_add(UC_HOOK_INTR, weak_callback(self._interrupt))
         uc.hook_add(UC_HOOK_INSN, weak_callback(self._syscall), None, 1, 0, x86.UC_X86_INS_SYSCALL)
         uc.hook_add(UC_HOOK_INSN_INVALID, weak_callback(self._invalid_instruction, dead=False))
@@ -127,9 +131,10 @@ class Machine:
             timer.daemon = True
             timer.start()
         try:
-            self._run_firmware()
-            if self._stop is None:
-                self._run_kernel()
+            with self.ports.streaming():
+                self._run_firmware()
+                if self._stop is None:
+                    self._run_kernel()
         except KeyboardInterrupt:
             self._request_stop(StopReason.INTERRUPTED, "interrupted by Ctrl-C")
         finally:
@@ -228,6 +233,11 @@ class Machine:
         return self.accounting.instructions
 
     @property
+    def serial_bytes(self) -> int:
+        """Bytes the guest wrote to COM1's transmit register (all of them; the report keeps SERIAL_KEEP)."""
+        return self.ports.serial_bytes + self.uart.bytes_sent
+
+    @property
     def handoff_registers(self) -> dict[str, int] | None:
         """The firmware's register state at the kernel's PVH entry (None if it never got there)."""
         return None if self._handoff is None else dict(self._handoff)
@@ -271,14 +281,17 @@ class Machine:
         uc = self.uc
         saved, stop_pc = self._stop, self._stop_pc
         self._stop, self.calling = None, True
+        self.ports.set_stopped(False)
         try:
-            uc.emu_start(begin, until, count=max_insns)
+            with self.ports.streaming():
+                uc.emu_start(begin, until, count=max_insns)
         except UcError as exc:
             if self._stop is None:
                 self._fault(uc, None, f"Unicorn stopped: {exc}")
         finally:
             self.calling = False
         failed, self._stop, self._stop_pc = self._stop, saved, stop_pc
+        self.ports.set_stopped(saved is not None)
         return failed
 
     # -- stops ----------------------------------------------------------------------------
@@ -288,6 +301,7 @@ class Machine:
             if self._stop is not None:
                 return  # the first reason wins; hooks keep firing until the block ends
             self._stop = Stop(reason, detail, **info)
+            self.ports.set_stopped(True)
         if self.uc is not None:
             self.uc.emu_stop()
 
@@ -307,20 +321,23 @@ class Machine:
 
     # -- hooks ----------------------------------------------------------------------------
 
-    def _port_in(self, uc: Uc, port: int, size: int, user_data) -> int:
+    def _port_in(self, port: int, size: int) -> int:
         if self._stop is not None:
             return (1 << (8 * size)) - 1
         return self.bus.read(port, size)
 
-    def _port_out(self, uc: Uc, port: int, size: int, value: int, user_data) -> None:
+    def _port_out(self, port: int, size: int, value: int) -> None:
         if self._stop is not None:
             return  # the block runs on after a stop; its output never happened
+        uc = self.uc
         if port == DEBUG_EXIT_PORT:
             # Unicorn runs the rest of the block after emu_stop: the guest's run ends after this `out`.
             pc = cpu.pc(uc)
             opcode = self._read_code(uc, pc, 1, cpu.instance_bits(uc))
             self._stop_pc = pc + (2 if opcode in (b"\xe6", b"\xe7") else 1)  # `out imm8` or `out dx`
         self.bus.write(port, size, value)
+        if COM1 <= port < COM1 + COM1_PORTS:
+            self.ports.set_direct(self.uart.plain_transmit)  # LCR/MCR decide who serves THR and LSR
 
     def _interrupt(self, uc: Uc, intno: int, user_data) -> None:
         if self.calling and intno == 14 and cpu.read(uc, "rip") == CALL_RETURN:
@@ -365,7 +382,7 @@ class Machine:
 
     def _serial_out(self, data: bytes) -> None:
         if len(self._serial) < SERIAL_KEEP:
-            self._serial += data
+            self._serial += data[: SERIAL_KEEP - len(self._serial)]
         if self._on_serial is not None:
             self._on_serial(data)
 

@@ -30,6 +30,14 @@ class Uart16550:
         self.bytes_sent = 0
 
     @property
+    def plain_transmit(self) -> bool:
+        """DLAB clear and no loopback: THR writes are output and LSR reads are `line_status`,
+        so the machine's native port hook may serve them without this model."""
+        return not self.lcr & LCR_DLAB and not self.mcr & MCR_LOOPBACK
+
+    line_status = LSR_THR_EMPTY | LSR_TX_IDLE  # transmit is instant; nothing is ever received
+
+    @property
     def baud(self) -> int:
         return 115200 // self.divisor if self.divisor else 0
 
@@ -46,7 +54,7 @@ class Uart16550:
         if reg == MCR:
             return self.mcr
         if reg == LSR:
-            return LSR_THR_EMPTY | LSR_TX_IDLE
+            return self.line_status
         if reg == MSR:
             # Loopback reflects MCR outputs onto the status inputs; otherwise the line is up.
             if self.mcr & MCR_LOOPBACK:
