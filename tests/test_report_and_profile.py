@@ -42,3 +42,14 @@ def test_report_fields(tmp_path, kernel):
     parts = [value for key, value in breakdown.items() if key == "base" or key.endswith("_stall")]
     assert len(parts) == 6 and report["cycles"] - 2 * len(parts) <= sum(parts) <= report["cycles"]
     assert "flat profile" in done.stderr and "aetherion::memory::paging::alloc_table" in done.stderr
+
+
+def test_the_model_can_be_reduced_for_measuring_unicorn_itself(kernel):
+    """bench's configurations: the block hook alone counts exactly what the full model counts;
+    with no model hooks the boot is the same but counts nothing."""
+    full = boot(str(kernel), BootConfig(cmdline="test=bump"))[1]
+    blocks = boot(str(kernel), BootConfig(cmdline="test=bump"), model="blocks")[1]
+    off = boot(str(kernel), BootConfig(cmdline="test=bump"), model="off")[1]
+    assert full.serial == blocks.serial == off.serial and full.exit_code == blocks.exit_code == off.exit_code == 0
+    assert blocks.instructions == full.instructions and off.instructions == 0
+    assert 0 < blocks.cycles < full.cycles  # base costs only: no cache, TLB or branch penalties

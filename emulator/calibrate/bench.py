@@ -129,18 +129,57 @@ class Boots:
         return result
 
 
-def boot_speeds(boots: Boots, cmdline: str) -> list[Speed]:
-    """The same boot without and with allocation tracing and checking."""
+# Each real-code workload is run in every configuration below, back to back in this process:
+# Unicorn with the machine's own hooks only, the cycle model's block hook, the full model, and the
+# full model with the allocation tracer and heap checks. QEMU's whole process runs the same image.
+VARIANTS = (("raw Unicorn", "off", False), ("block hook", "blocks", False), ("full model", "full", False),
+            ("full model + tracing", "full", True))
+REAL_WORKLOADS = ("test", "churn=10000", "churn=100000")
+
+
+def real_code(boots: Boots, cmdline: str, qemu: Callable[[Path, str], float | None]) -> list[dict[str, Any]]:
+    """One workload's rows: seconds, MIPS (instructions from the counted runs) and ratios to raw."""
     from emulator.api import TracedBoot
 
     config = boots.config(cmdline)
-    plain = boots.run(prepare(boots.image, config, firmware=boots.firmware))
-    traced_boot = TracedBoot(boots.image, config, firmware=boots.firmware, check=True)
-    run = boots.run(traced_boot.machine, lambda _: traced_boot.run())
-    label = f"boot {cmdline!r}"
-    return [Speed(label, plain.instructions, plain.wall_seconds),
-            Speed(f"{label} traced+checked ({len(run.events)} events)", run.result.instructions,
-                  run.result.wall_seconds)]
+    rows, instructions = [], 0
+    for label, model, traced in VARIANTS:
+        if traced:
+            tracing = TracedBoot(boots.image, config, firmware=boots.firmware, check=True)
+            run = boots.run(tracing.machine, lambda _: tracing.run())
+            result, events = run.result, len(run.events)
+        else:
+            result, events = boots.run(prepare(boots.image, config, firmware=boots.firmware, model=model)), None
+        instructions = max(instructions, result.instructions)  # "off" counts nothing: the same run, counted
+        rows.append({"workload": cmdline, "variant": label, "seconds": result.wall_seconds, "events": events})
+    seconds = qemu(boots.image, cmdline)
+    if seconds is not None:
+        rows.append({"workload": cmdline, "variant": "QEMU (whole process)", "seconds": seconds, "events": None})
+    raw, full = rows[0]["seconds"], rows[2]["seconds"]
+    for row in rows:
+        row["instructions"] = instructions
+        row["mips"] = row["instructions"] / row["seconds"] / 1e6
+        row["ratio_to_raw"] = row["seconds"] / raw
+        if row["events"]:
+            row["us_per_event"] = (row["seconds"] - full) / row["events"] * 1e6
+            row["ratio_to_untraced"] = row["seconds"] / full
+    return rows
+
+
+def qemu_seconds(image: Path, cmdline: str) -> float | None:
+    """Wall time of `qemu-system-x86_64 -kernel IMAGE` to its exit (None when QEMU is missing)."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("qemu-system-x86_64")
+    if tool is None:
+        return None
+    command = [tool, "-machine", "q35", "-m", "128M", "-display", "none", "-serial", "null", "-kernel", str(image),
+               "-append", cmdline, "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-no-reboot"]
+    started = time.perf_counter()
+    subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=600)
+    return time.perf_counter() - started
 
 
 BENCH_LINE = re.compile(r"^bench (?P<name>\S+) (?P<fields>.*)$")
@@ -175,13 +214,12 @@ SPEC_MEMORY = {"memory_bump": "used 100 KB, overhead 0, fragmentation 0 %",
                "memory_linked_list": "used 100 KB, overhead ~1.6 KB, fragmentation < 2 %"}
 
 
-def report(loop: list[Speed], boots: list[list[Speed]], guest: list[dict[str, Any]], clock_ghz: float) -> dict[str, Any]:
-    """Ratios against the first row of each group: plain Unicorn, and the untraced boot."""
-    rows = []
-    for group in (loop, *boots):
-        base = group[0].mips
-        rows += [{"name": s.name, "instructions": s.instructions, "seconds": s.seconds, "mips": s.mips,
-                  "ratio": s.mips / base} for s in group]
+def report(loop: list[Speed], real: list[list[dict[str, Any]]], guest: list[dict[str, Any]],
+           clock_ghz: float) -> dict[str, Any]:
+    """The loop's speeds as ratios to plain Unicorn; the real-code rows as they came."""
+    base = loop[0].mips
+    rows = [{"name": s.name, "instructions": s.instructions, "seconds": s.seconds, "mips": s.mips,
+             "ratio": s.mips / base} for s in loop]
     table = []
     for row in guest:
         name = row["name"]
@@ -195,4 +233,4 @@ def report(loop: list[Speed], boots: list[list[Speed]], guest: list[dict[str, An
             table.append({"operation": name, "used": row.get("used"), "overhead": row.get("overhead"),
                           "fragmentation_percent": row.get("fragmentation_permille", 0) / 10,
                           "spec": SPEC_MEMORY.get(name)})
-    return {"host": rows, "guest": table, "clock_ghz": clock_ghz}
+    return {"host": rows, "real_code": [row for group in real for row in group], "guest": table, "clock_ghz": clock_ghz}

@@ -188,7 +188,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         Path(args.firmware) if args.firmware else None, args.max_insns, args.timeout)
     console = Console(stderr=True)
     steps = [("MIPS workload", lambda: bench.loop_speeds(args.iterations)),
-             ("boot, plain and traced", lambda: [bench.boot_speeds(boots, cmdline) for cmdline in ("", "test")]),
+             ("real code", lambda: [bench.real_code(boots, cmdline, bench.qemu_seconds)
+                                    for cmdline in bench.REAL_WORKLOADS]),
              ("in-guest benchmarks", lambda: bench.guest_run(boots))]
     results = []
     with StopOnSignals(boots.interrupt, STOP_SIGNALS), \
@@ -198,19 +199,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
             progress.update(task, description=label)
             results.append(step())
             progress.advance(task)
-    loop, boots, guest = results
+    loop, real, guest = results
     from emulator.cycles.params import load_params
 
-    report = bench.report(loop, boots, guest, load_params().clock_ghz)
+    report = bench.report(loop, real, guest, load_params().clock_ghz)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     out = Console()
-    table = Table(title="host speed (same run)")
+    if not out.is_terminal:
+        out.width = 160  # whole rows in logs and pipes
+    table = Table(title="host speed on a load/add/store loop (same run)")
     for column in ("workload", "instructions", "seconds", "MIPS", "ratio"):
         table.add_column(column, justify="left" if column == "workload" else "right")
     for row in report["host"]:
         table.add_row(row["name"], f"{row['instructions']:,}", f"{row['seconds']:.3f}", f"{row['mips']:.1f}", f"{row['ratio']:.2f}")
+    out.print(table)
+    table = Table(title="host speed on real code: whole boots of the kernel (same run)")
+    for column in ("command line", "configuration", "instructions", "seconds", "MIPS", "÷ raw", "÷ untraced",
+                   "events", "µs/event"):
+        table.add_column(column, justify="left" if column in ("command line", "configuration") else "right")
+    for row in report["real_code"]:
+        traced = row.get("ratio_to_untraced")
+        table.add_row(row["workload"], row["variant"], f"{row['instructions']:,}", f"{row['seconds']:.3f}",
+                      f"{row['mips']:.1f}", f"{row['ratio_to_raw']:.2f}", "" if traced is None else f"{traced:.2f}",
+                      "" if row["events"] is None else f"{row['events']:,}",
+                      "" if row.get("us_per_event") is None else f"{row['us_per_event']:.1f}")
     out.print(table)
     if report["guest"]:
         table = Table(title=f"in-guest benchmarks (guest rdtsc = model cycles; ns at {report['clock_ghz']} GHz)")

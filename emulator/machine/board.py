@@ -55,6 +55,7 @@ from emulator.machine.physmem import PhysicalMemory
 from emulator.machine.ports import NativePorts
 from emulator.machine.records import EXIT_CODES, BootConfig, RunResult, Stop, StopReason
 
+MODELS = ("full", "blocks", "off")
 NEVER = 1 << 63  # a non-canonical address: emu_start's `until` that no guest can reach
 SERIAL_KEEP = 4 << 20  # bytes of serial kept for the report; everything is still streamed
 
@@ -69,7 +70,14 @@ class Machine:
         config: BootConfig = BootConfig(),
         on_serial: Callable[[bytes], None] | None = None,
         kernel_instruments: tuple[Callable[[Uc], None], ...] = (),
+        model: str = "full",
     ) -> None:
+        """`model`: "full" (the cycle model: counts, costs, caches, branches), "blocks" (its block
+        hook only: counts and base costs) or "off" (no model hooks at all, for measuring Unicorn
+        itself: no instruction count, no limits)."""
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, not {model!r}")
+        self.model = model
         engine.collect_closed()
         self.image = image
         self.config = config
@@ -142,11 +150,16 @@ class Machine:
                 timer.cancel()
         return self._result(time.monotonic() - started)
 
+    def _account(self, uc: Uc) -> CycleAccounting:
+        accounting = CycleAccounting(uc)
+        if self.model != "off":
+            accounting.attach(memory=self.model == "full")
+        return accounting
+
     def _run_firmware(self) -> None:
         uc = self._new_cpu(UC_MODE_16)
         self.uc = uc
-        self.accounting = CycleAccounting(uc)
-        self.accounting.attach()
+        self.accounting = self._account(uc)
         if self.config.max_insns is not None:
             self.accounting.set_budget(self.config.max_insns)
         cpu.write(uc, "cs", ROM_BASE >> 4)
@@ -178,8 +191,7 @@ class Machine:
             cpu.write(uc, name, regs[name])
         cpu.write(uc, "eflags", regs["eflags"])
         self.uc = uc
-        self.accounting = CycleAccounting(uc)
-        self.accounting.attach()
+        self.accounting = self._account(uc)
         for instrument in self._instruments:
             instrument(uc)
         if self.config.max_insns is not None:

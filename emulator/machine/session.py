@@ -36,10 +36,12 @@ def prepare(
     firmware: str | Path | None = None,
     on_serial: Callable[[bytes], None] | None = None,
     kernel_instruments: tuple = (),
+    model: str = "full",
 ) -> Machine:
     check_ram_size(config.memory_mib)  # before the image is measured against it
     image: KernelImage = load_image(image_path, config.memory_mib << 20)
-    return Machine(image, read_firmware(firmware), config, on_serial=on_serial, kernel_instruments=kernel_instruments)
+    return Machine(image, read_firmware(firmware), config, on_serial=on_serial, kernel_instruments=kernel_instruments,
+                   model=model)
 
 
 def run_untraced(image_path: str | Path, config: BootConfig = BootConfig(), **kwargs) -> tuple[Machine, RunResult]:
