@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/aeth-emu boot images/kernel.elf
 
-# The QEMU parity tests need qemu-system-x86_64; CI runs as root, so install it when missing.
+# The QEMU parity tests and bench's QEMU rows need qemu-system-x86_64; CI runs as root, so install it when missing.
 qemu:
 	@command -v qemu-system-x86_64 >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends qemu-system-x86; \
@@ -33,7 +33,7 @@ images: $(STAMP)
 fuzz: $(STAMP)
 	AETH_FUZZ=1 $(BIN)/python -m pytest -q tests/test_allocator_properties.py tests/test_trace_fuzz.py
 
-bench: $(STAMP)
+bench: $(STAMP) qemu
 	$(BIN)/aeth-emu bench
 
 # The cycle model against this host CPU running the same code, with llvm-mca as a baseline.
