@@ -19,8 +19,15 @@ per-access callback is C (`emulator/cycles/native/cyclemodel.c`, built by `pip i
 
 Python runs only when the block hook meets a block it has not seen (keyed by address and size):
 it decodes the block with capstone, classifies each instruction (`classify.py`), costs the
-block (`coster.py`) and hands it down (`cm_add_block`). Costs are millicycles internally;
-`cycles` is the integer part.
+block (`coster.py`) and hands it down (`cm_add_block`, with the block's bytes). Costs are
+millicycles internally; `cycles` is the integer part.
+
+The native table of decoded blocks is bounded for any guest (code that rewrites itself or runs
+ever-fresh memory meets a new block at every turn): a block forgotten because its code was
+written comes back without Python when it runs again with the same bytes, and a full table is
+flushed (every block decoded again on its next execution, as QEMU flushes its translation cache).
+Counts never depend on it. The profile keeps the counts of flushed blocks by start address, up to
+a bound; past it they are reported under `UNATTRIBUTED`. `table_stats()` shows the table.
 
 The counting rules, what guest `rdtsc` reads, how a block is costed (two clocks, resource
 pools, caches, TLBs, branch prediction) and the model's known limits are in docs/cycle-model.md.
@@ -49,11 +56,23 @@ from unicorn.unicorn_py3.unicorn import uclib
 
 from emulator.cycles.classify import K_NONE
 from emulator.cycles.coster import BlockCoster
-from emulator.cycles.native import COUNTERS, DECODE_CB, VMEM_READ, CParams, load_native, uc_function
+from emulator.cycles.native import (
+    COUNTERS,
+    DECODE_CB,
+    TABLE_STATS,
+    VMEM_READ,
+    CParams,
+    load_native,
+    uc_function,
+)
 from emulator.cycles.params import CycleParams, load_params, millicycles
 from emulator.errors import CycleModelError
 from emulator.lifetimes import weak_callback
 from emulator.machine import cpu
+
+# The profile's address for the counts of flushed blocks past its bound (CM_UNATTRIBUTED in
+# native/cyclemodel.c): not canonical in 64-bit mode and above 4 GiB, so no block starts there.
+UNATTRIBUTED = 1 << 63
 
 # -- the accounting object ---------------------------------------------------------------------
 
@@ -114,7 +133,8 @@ class CycleAccounting:
         cp.fe_window = millicycles(p.frontend_window)
         cp.mode = 64 if mode == 64 else 16
         self._state = self._lib.cm_new(ctypes.byref(cp), uc_function("uc_reg_read"), uc_function("uc_reg_write"),
-                                       uc_function("uc_emu_stop"), ctypes.cast(self._decode_cb, ctypes.c_void_p))
+                                       uc_function("uc_emu_stop"), uc_function("uc_vmem_read"),
+                                       ctypes.cast(self._decode_cb, ctypes.c_void_p))
         if not self._state:
             raise CycleModelError("the native cycle model refused its parameters (check cycle_model.toml)")
         self._handles: list[int] = []
@@ -182,7 +202,7 @@ class CycleAccounting:
             n = len(offs)
             arr = ctypes.c_uint32 * max(n, 1)
             if self._lib.cm_add_block(self._state, address, size, n, arr(*offs), arr(*costs), kind, target & (2**64 - 1),
-                                      int(rep_last), int(first_rep), rep_mc, fe) < 0:
+                                      int(rep_last), int(first_rep), rep_mc, fe, code) < 0:
                 raise CycleModelError("out of memory for decoded blocks")
             return 0
         except BaseException as exc:  # never let an exception unwind into Unicorn's C frames
@@ -218,8 +238,17 @@ class CycleAccounting:
         self._lib.cm_finish(self._state, stop_pc & (2**64 - 1))
         self._raise_decode_error()
 
+    def limit_table(self, blocks: int, profile_rows: int) -> None:
+        """Bound the native block table to `blocks` blocks (its pool, line index and code bytes in
+        proportion) and the profile of flushed blocks to `profile_rows` rows, instead of the
+        defaults of native/cyclemodel.c. For tests that force flushes; only before the first block."""
+        if self._lib.cm_set_limits(self._state, blocks, profile_rows) != 0:
+            raise CycleModelError(f"cannot bound the block table to {blocks} blocks, {profile_rows} profile rows "
+                                  "(only positive bounds, before the first block)")
+
     def forget_code(self, address: int, size: int) -> None:
-        """The host rewrote guest code at [address, address+size): decode those blocks again."""
+        """The host rewrote guest code at [address, address+size): those blocks are checked against
+        their bytes when they run again (and decoded again if the bytes changed)."""
         self._lib.cm_invalidate(self._state, address, address + size)
 
     def _raise_decode_error(self) -> None:
@@ -237,6 +266,15 @@ class CycleAccounting:
     def cycles(self) -> int:
         return self._lib.cm_cycles(self._state)
 
+    @property
+    def millicycles(self) -> int:
+        return self._lib.cm_millicycles(self._state)
+
+    @property
+    def native_state(self) -> int:
+        """The model's native state, for native code that reads its counts (the allocation tracer)."""
+        return self._state
+
     def _counters(self) -> dict[str, int]:
         out = (ctypes.c_uint64 * len(COUNTERS))()
         self._lib.cm_counters(self._state, out)
@@ -253,15 +291,30 @@ class CycleAccounting:
             out[key] = c[key]
         return out
 
-    def profile(self) -> dict[int, tuple[int, int]]:
-        """Block start address -> (instructions, cycles) spent in blocks starting there."""
+    def table_stats(self) -> dict[str, int]:
+        """The native block table: blocks in it, bytes it (and the profile of flushed blocks) holds,
+        flushes, blocks decoded in Python, forgotten blocks restored unchanged, folded profile rows."""
+        out = (ctypes.c_uint64 * len(TABLE_STATS))()
+        self._lib.cm_table_stats(self._state, out)
+        return dict(zip(TABLE_STATS, out))
+
+    def profile_millicycles(self) -> dict[int, tuple[int, int]]:
+        """Block start address -> (instructions, millicycles) spent in blocks starting there; the
+        counts of flushed blocks past the profile's bound are under UNATTRIBUTED. The rows add up
+        to exactly `instructions` and the run's millicycles."""
+        n = self._lib.cm_nprofile(self._state)
+        rows = (ctypes.c_uint64 * (3 * max(n, 1)))()
+        n = self._lib.cm_profile_rows(self._state, rows, n)
         acc: dict[int, list[int]] = {}
-        row = (ctypes.c_uint64 * 3)()
-        for i in range(self._lib.cm_nblocks(self._state)):
-            self._lib.cm_block_profile(self._state, i, row)
-            if row[1] or row[2]:
-                entry = acc.setdefault(row[0], [0, 0])
-                entry[0] += row[1]
-                entry[1] += row[2]
-        return {addr: (n, mc // 1000) for addr, (n, mc) in sorted(acc.items())}
+        for i in range(0, 3 * n, 3):
+            if rows[i + 1] or rows[i + 2]:
+                entry = acc.setdefault(rows[i], [0, 0])
+                entry[0] += rows[i + 1]
+                entry[1] += rows[i + 2]
+        return {addr: (insns, mc) for addr, (insns, mc) in sorted(acc.items())}
+
+    def profile(self) -> dict[int, tuple[int, int]]:
+        """Block start address -> (instructions, cycles) spent in blocks starting there (the
+        counts of flushed blocks past the profile's bound are under UNATTRIBUTED)."""
+        return {addr: (n, mc // 1000) for addr, (n, mc) in self.profile_millicycles().items()}
 

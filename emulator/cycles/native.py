@@ -11,7 +11,8 @@ from emulator.errors import CycleModelError
 COUNTERS = ("base_mc", "l1_misses", "l2_misses", "l3_misses", "l1i_misses", "dtlb_misses", "page_walks",
              "branch_mispredicts", "btb_misses", "rep_iterations", "memory_mc", "tlb_mc", "branch_mc", "fetch_mc",
              "loads", "stores", "branches", "frontend_mc")
-
+# cm_table_stats, in order.
+TABLE_STATS = ("blocks", "memory_bytes", "flushes", "decodes", "restores", "folded_rows")
 
 
 class CParams(ctypes.Structure):
@@ -31,16 +32,21 @@ def load_native() -> ctypes.CDLL:
     lib = ctypes.CDLL(_cyclemodel.__file__)
     p, u64, u32, i32, i = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int32, ctypes.c_int
     sigs = {
-        "cm_new": (p, [ctypes.POINTER(CParams), p, p, p, p]), "cm_free": (None, [p]),
-        "cm_add_block": (i, [p, u64, u32, u32, ctypes.POINTER(u32), ctypes.POINTER(u32), i, u64, i, i, u64, u64]),
+        "cm_new": (p, [ctypes.POINTER(CParams), p, p, p, p, p]), "cm_free": (None, [p]),
+        "cm_add_block": (i, [p, u64, u32, u32, ctypes.POINTER(u32), ctypes.POINTER(u32), i, u64, i, i, u64, u64,
+                             ctypes.c_char_p]),
         "cm_set_budget": (None, [p, i, u64]), "cm_finish": (None, [p, u64]),
         "cm_instructions": (u64, [p]), "cm_cycles": (u64, [p]), "cm_millicycles": (u64, [p]),
         "cm_error": (i, [p]), "cm_counters": (None, [p, ctypes.POINTER(u64)]), "cm_ncounters": (i, []),
-        "cm_nblocks": (i32, [p]), "cm_block_profile": (None, [p, i32, ctypes.POINTER(u64)]),
-        "cm_invalidate": (None, [p, u64, u64]),
+        "cm_nblocks": (i32, [p]), "cm_nprofile": (i32, [p]),
+        "cm_profile_rows": (i32, [p, ctypes.POINTER(u64), i32]), "cm_set_limits": (i, [p, i32, i32]),
+        "cm_table_stats": (None, [p, ctypes.POINTER(u64)]), "cm_invalidate": (None, [p, u64, u64]),
     }
     for name, (res, args) in sigs.items():
-        fn = getattr(lib, name)
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            raise CycleModelError("emulator.cycles._cyclemodel is out of date: run `pip install -e .` again") from None
         fn.restype, fn.argtypes = res, args
     for name in ("cm_hook_block", "cm_hook_mem", "cm_hook_mem_nop", "cm_hook_rdtsc", "cm_hook_rdtscp", "cm_hook_intr", "cm_hook_out",
                  "cm_hook_invalid", "cm_hook_mem_invalid"):
