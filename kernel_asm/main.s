@@ -10,6 +10,9 @@
     verbose: .quad
     quiet: .quad
     demo_oom: .quad
+    churn: .quad                                ; 1 with churn=N: run the churn workload
+    churn_calls: .quad                          ; its N
+    seed: .quad                                 ; seed=S: the churn workload's seed, 1 unless given
 .endstruct
 
 ; A record of config_keys: the key `key_len` bytes at key_ptr sets CONFIG's `field` to `value`
@@ -60,8 +63,14 @@ kmain:
     jmp .Lexit
 .Lnot_test:
     cmp qword ptr [rip + CONFIG + Config.bench], 0
-    je .Ldemo
+    je .Lnot_bench
     call bench_run
+    mov eax, 0x10
+    jmp .Lexit
+.Lnot_bench:
+    cmp qword ptr [rip + CONFIG + Config.churn], 0
+    je .Ldemo
+    call churn_run
     mov eax, 0x10
     jmp .Lexit
 .Ldemo:
@@ -121,6 +130,7 @@ parse_cmdline:
     push rbx
     push r12
     mov qword ptr [rip + CONFIG + Config.allocator], KIND_LINKED_LIST   ; unless told otherwise
+    mov qword ptr [rip + CONFIG + Config.seed], 1
     call cmdline
     test rax, rax
     jz .Ldone
@@ -154,7 +164,8 @@ parse_cmdline:
     ret
 .endfunction
 
-; handle_word(ptr, len): one key of the command line into CONFIG (config_keys), or test=SUBSTRING
+; handle_word(ptr, len): one key of the command line into CONFIG (config_keys), churn=N, seed=S
+; or test=SUBSTRING
 .function handle_word, aetherion::config::handle_word
 handle_word:
     push rbp
@@ -187,6 +198,27 @@ handle_word:
     add r13, ConfigKey.SIZE
     jmp .Lkey
 .Lnot_a_key:
+    mov rdi, rbx
+    mov rsi, r12
+    lea rdx, [rip + key_churn_eq]
+    mov ecx, CHURN_EQ_LEN
+    call value_key
+    test edx, edx
+    jz .Lnot_churn
+    mov qword ptr [rip + CONFIG + Config.churn_calls], rax
+    mov qword ptr [rip + CONFIG + Config.churn], 1
+    jmp .Lout
+.Lnot_churn:
+    mov rdi, rbx
+    mov rsi, r12
+    lea rdx, [rip + key_seed_eq]
+    mov ecx, SEED_EQ_LEN
+    call value_key
+    test edx, edx
+    jz .Lnot_seed
+    mov qword ptr [rip + CONFIG + Config.seed], rax
+    jmp .Lout
+.Lnot_seed:
     cmp r12, TEST_EQ_LEN
     jb .Lunknown
     mov rdi, rbx
@@ -216,6 +248,78 @@ handle_word:
     pop r13
     pop r12
     pop rbx
+    pop rbp
+    ret
+.endfunction
+
+; value_key(word, word_len, key, key_len) -> rax = N, rdx = 1 when the word is KEY followed by a
+; decimal N (digits only, below 2^64); rdx = 0 otherwise
+.function value_key, aetherion::config::value_key
+value_key:
+    push rbp
+    mov rbp, rsp
+    push rbx
+    push r12
+    push r13
+    sub rsp, 8
+    mov rbx, rdi
+    mov r12, rsi
+    mov r13, rcx
+    cmp r12, r13
+    jb .Lno
+    mov rsi, rdx
+    mov rdx, r13
+    call mem_eq
+    test eax, eax
+    jz .Lno
+    lea rdi, [rbx + r13]
+    mov rsi, r12
+    sub rsi, r13
+    call parse_u64
+    jmp .Lout
+.Lno:
+    xor eax, eax
+    xor edx, edx
+.Lout:
+    add rsp, 8
+    pop r13
+    pop r12
+    pop rbx
+    pop rbp
+    ret
+.endfunction
+
+; parse_u64(ptr, len) -> rax = the decimal number, rdx = 1; rdx = 0 (and rax 0) when the text is
+; empty, has a character other than a digit, or overflows 64 bits
+.function parse_u64, aetherion::config::parse_u64
+parse_u64:
+    push rbp
+    mov rbp, rsp
+    xor eax, eax
+    test rsi, rsi
+    jz .Lbad
+    xor ecx, ecx
+    mov r9d, 10
+.Ldigit:
+    cmp rcx, rsi
+    jae .Lgood
+    movzx r8d, byte ptr [rdi + rcx]
+    sub r8d, '0'
+    cmp r8d, 9
+    ja .Lbad
+    mul r9
+    jc .Lbad                                    ; value * 10 overflows
+    add rax, r8
+    jc .Lbad
+    inc rcx
+    jmp .Ldigit
+.Lgood:
+    mov edx, 1
+    pop rbp
+    ret
+.Lbad:
+    xor eax, eax
+    xor edx, edx
     pop rbp
     ret
 .endfunction
@@ -318,6 +422,12 @@ key_oom: .ascii "demo=oom"
 key_test_eq: .ascii "test="
 .Ltest_eq_end:
 .equ TEST_EQ_LEN, .Ltest_eq_end - key_test_eq
+key_churn_eq: .ascii "churn="
+.Lchurn_eq_end:
+.equ CHURN_EQ_LEN, .Lchurn_eq_end - key_churn_eq
+key_seed_eq: .ascii "seed="
+.Lseed_eq_end:
+.equ SEED_EQ_LEN, .Lseed_eq_end - key_seed_eq
 .align 8
 config_keys:                                    ; ConfigKey records
     .quad key_bump, 14, Config.allocator, KIND_BUMP
@@ -344,7 +454,8 @@ START_INFO: .quad 0
 .object CONFIG, aetherion::config::CONFIG
 CONFIG:
     .quad KIND_LINKED_LIST                      ; allocator
-    .zero Config.SIZE - Config.test
+    .zero Config.seed - Config.test
+    .quad 1                                     ; seed
 .endobject
 unknown_count: .quad 0
 
