@@ -1,6 +1,7 @@
 """Builds the native parts with the package; metadata is in pyproject.toml.
 
-emulator.cycles._cyclemodel: the cycle model's Unicorn hooks (loaded with ctypes).
+emulator.cycles._cyclemodel: the cycle model's Unicorn hooks and the allocation tracer's, which
+  reads the model's counts for its exact stamps (both loaded with ctypes).
 emulator.calibrate._hostrun: the native runner `aeth-emu validate` times host code with.
 emulator.machine._ports: the machine's in/out hooks (serial output at machine speed).
 """
@@ -11,7 +12,7 @@ setup(
     ext_modules=[
         Extension(
             "emulator.cycles._cyclemodel",
-            sources=["emulator/cycles/native/cyclemodel.c"],
+            sources=["emulator/cycles/native/cyclemodel.c", "emulator/cycles/native/alloctrace.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
         ),
         Extension("emulator.machine._ports", sources=["emulator/machine/native/ports.c"],

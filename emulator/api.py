@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,13 +20,35 @@ from emulator.heap.guest_view import GuestHeap
 from emulator.heap.kernel_view import kernel_heap_stats
 from emulator.heap.views import HeapViews
 from emulator.image.symbols import SymbolTable
+from emulator.layout import MIN_BLOCK
 from emulator.lifetimes import weak_callback
 from emulator.machine.board import Machine
+from emulator.machine.guestcall import CALL_RETURN
+from emulator.machine.hostsignals import StopOnSignals
 from emulator.machine.records import BootConfig, RunResult, StopReason
 from emulator.machine.session import prepare
-from emulator.trace.events import FREE_LIST_KEEP, AllocEvent, HeapState
+from emulator.trace.events import AllocEvent, HeapState
 from emulator.trace.format import TraceWriter
-from emulator.trace.tracer import AllocationTracer
+from emulator.trace.tracer import AllocationTracer, CallSummary, GuestHeapLayout
+
+
+class LiveSequence(Sequence):
+    """A read-only view of a list that calls from the host (`run.call`) may still extend."""
+
+    def __init__(self, items: list) -> None:
+        self._items = items
+
+    def __getitem__(self, index):
+        return self._items[index]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self._items) == tuple(other) if isinstance(other, (tuple, list, LiveSequence)) else NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(tuple(self._items))
 
 
 @dataclass(frozen=True)
@@ -62,7 +85,7 @@ class BootRun:
     def call(self, function: str | int, *args: int) -> int:
         """Run a guest function (by symbol or address, System V ABI) on the booted machine; returns rax.
         Raises GuestCallError when it cannot (see `emulator.errors`)."""
-        return self.machine.call(function, *args)
+        return self.tracing.call(function, *args) if self.tracing is not None else self.machine.call(function, *args)
 
 
 class TracedBoot:
@@ -89,8 +112,9 @@ class TracedBoot:
         self.guest_heap = GuestHeap.find(symbols)
         heap_range = self.guest_heap.heap_range() if self.guest_heap else None
         self.checker = HeapChecker(self.heap, heap_range) if check else None
-        self.tracer = AllocationTracer(symbols, weak_callback(self._counters, (0, 0)), weak_callback(self._memory_now),
-                                       weak_callback(self._record), backtrace_depth)
+        self.tracer = AllocationTracer(symbols, weak_callback(self._memory_now), weak_callback(self._record_batch),
+                                       backtrace_depth, host_return=CALL_RETURN)
+        self.machine.host_call_listeners.append(weak_callback(self._host_returned))
         self.writer = None
         if trace_path is not None:
             self.writer = TraceWriter(trace_path, {
@@ -100,37 +124,53 @@ class TracedBoot:
         self._reported = 0
 
     def _attach(self, uc) -> None:
-        self.tracer.attach(uc)
+        layout = None
+        if self.guest_heap is not None:
+            start, end = self.guest_heap.heap_range()
+            layout = GuestHeapLayout(self.guest_heap.address, start, end, MIN_BLOCK)
+        memory = self.machine.memory
+        self.tracer.attach(uc, self.machine.accounting, self.machine.firmware_instructions, layout,
+                           (memory.ram_pointer, memory.size))
 
-    def _counters(self) -> tuple[int, int]:
-        acc = self.machine.accounting
-        return self.machine.total_instructions, acc.cycles if acc else 0
+    def _host_returned(self, uc) -> None:
+        self.tracer.host_return(uc, self.machine.accounting)
 
     def _memory_now(self):
         return self.machine.virtual().read
 
-    def _record(self, event: AllocEvent) -> None:
-        if self.checker is not None:
-            self.checker.check(event)
-        self.heap.apply(event)
-        guest = self.guest_heap.read(self.machine.virtual()) if self.guest_heap else None
-        event = event.with_heap(HeapState(
-            used=guest.used if guest else None, free=guest.free if guest else None,
-            free_blocks=guest.free_blocks if guest else None,
-            live_blocks=self.heap.live_blocks, live_bytes=self.heap.live_bytes,
-            free_list=guest.free_list[:FREE_LIST_KEEP] if guest else (),
-        ))
-        if guest is not None and guest.problems and self.checker is not None:
-            for problem in guest.problems:
-                self.checker.guest_problem(event, problem)
-        self.events.append(event)
+    def _record_batch(self, batch: list[tuple[AllocEvent, CallSummary]]) -> None:
+        """A batch of finished calls, in call order: checked, applied, kept and written."""
+        for event, summary in batch:
+            if self.checker is not None:
+                self.checker.check(event)
+            self.heap.apply(event)
+            # The event was made for this moment and nobody holds it yet: set its heap in place
+            # (dataclasses.replace per event cost more than the rest of the work).
+            object.__setattr__(event, "heap", HeapState(summary.used, summary.free, summary.free_blocks,
+                                                        self.heap.live_blocks, self.heap.live_bytes))
+            if summary.problems and self.checker is not None:
+                for problem in summary.problems:
+                    self.checker.guest_problem(event, problem)
+            self.events.append(event)
+            if self.writer is not None:
+                self.writer.event(event)
+                self._flush_violations()
+            if self._on_event is not None:
+                self._on_event(event)
         if self.writer is not None:
-            self.writer.event(event)
-            self._flush_violations()
-            if self.writer.error is not None:
-                self.machine.interrupt(f"the trace could not be written ({self.writer.error.strerror})")
-        if self._on_event is not None:
-            self._on_event(event)
+            self.writer.flush()  # a batch is whole lines (one zstd frame) on disk
+        # The events are kept for the whole run and hold no cycles: keep the garbage collector from
+        # scanning them again and again as they pile up (its full collections grew with the run).
+        gc.freeze()
+        if self.writer is not None and self.writer.error is not None:
+            self.machine.interrupt(f"the trace could not be written ({self.writer.error.strerror})")
+
+    def call(self, function: str | int, *args: int) -> int:
+        """A guest function called from the host; its allocator calls are traced like the guest's."""
+        try:
+            return self.machine.call(function, *args)
+        finally:
+            self.tracer.drain()
 
     def _flush_violations(self) -> None:
         if self.checker is None or self.writer is None:
@@ -144,6 +184,7 @@ class TracedBoot:
             result = self.machine.run()
         finally:
             self.tracer.finish()
+            gc.unfreeze()
         symbols = self.machine.image.symbols
         guest = self.guest_heap.read(self.machine.virtual()) if self.guest_heap and self.machine.uc else None
         kernel_stats = kernel_heap_stats(self.machine, symbols) if self.guest_heap and result.stop_reason is StopReason.EXIT else None
@@ -156,8 +197,8 @@ class TracedBoot:
             self.writer.close({"stop_reason": result.stop_reason.value, "exit_code": result.exit_code,
                                "instructions": result.instructions, "cycles": result.cycles,
                                "live_blocks": self.heap.live_blocks, "live_bytes": self.heap.live_bytes})
-        violations = tuple(self.checker.violations) if self.checker else ()
-        return BootRun(result, tuple(self.events), violations, views, self.machine, self)
+        return BootRun(result, LiveSequence(self.events), LiveSequence(self.checker.violations) if self.checker else (),
+                       views, self.machine, self)
 
 
 def boot(
@@ -172,7 +213,10 @@ def boot(
     backtrace_depth: int = 8,
     firmware: str | Path | None = None,
 ) -> BootRun:
-    """Boot `image` with allocation tracing and return the finished run."""
+    """Boot `image` with allocation tracing and return the finished run. Ctrl-C stops the guest
+    (the run ends `interrupted`, its outputs finished), as on the command line."""
     config = BootConfig(cmdline=cmdline, memory_mib=memory_mib, max_insns=max_insns, timeout=timeout)
-    return TracedBoot(image, config, firmware=firmware, trace_path=trace_path, check=check,
-                      backtrace_depth=backtrace_depth).run()
+    traced = TracedBoot(image, config, firmware=firmware, trace_path=trace_path, check=check,
+                        backtrace_depth=backtrace_depth)
+    with StopOnSignals(traced.machine.interrupt):  # a guest spinning in native code never sees KeyboardInterrupt
+        return traced.run()

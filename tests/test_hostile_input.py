@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.guest import build, fake_allocator
+from tests.support.processes import communicate_or_kill
 
 pytestmark = pytest.mark.boot
 
@@ -260,7 +261,7 @@ def test_sigterm_and_sighup_finish_the_trace_like_ctrl_c(tmp_path, sig):
                                stderr=subprocess.PIPE, text=True)
     time.sleep(2)
     process.send_signal(sig)
-    _, err = process.communicate(timeout=60)
+    _, err = communicate_or_kill(process, timeout=60)
     assert process.returncode == 4 and f"interrupted by {sig.name}" in err and "Traceback" not in err
     last = json.loads(trace.read_text().splitlines()[-1])
     assert last["end"]["stop_reason"] == "interrupted"
@@ -274,7 +275,7 @@ def test_step_and_bench_stop_a_spinning_guest_on_ctrl_c(tmp_path, command):
                                stderr=subprocess.PIPE, text=True)
     time.sleep(3)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate("q\n", timeout=60)
+    out, err = communicate_or_kill(process, "q\n", timeout=60)
     assert process.returncode == 4 and "Traceback" not in err
     if command == "step":
         assert "interrupted by Ctrl-C" in err and "event 1/" in out  # steps through what ran before it
@@ -303,7 +304,7 @@ def test_the_api_boot_stops_a_spinning_guest_on_ctrl_c(tmp_path):
                                stderr=subprocess.PIPE, text=True)
     time.sleep(3)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+    out, err = communicate_or_kill(process, timeout=60)
     assert out.split() == ["interrupted", "4", "True"], err
 
 
@@ -311,7 +312,7 @@ def test_validate_ends_cleanly_on_ctrl_c():
     process = subprocess.Popen([*AETH, "validate"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(4)  # past the sandboxed native part, inside the model's cases
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    _, err = communicate_or_kill(process, timeout=120)
     assert process.returncode == 4 and err.strip() == "aeth-emu: interrupted"
 
 
@@ -325,7 +326,7 @@ def test_a_run_opens_no_socket_and_writes_only_what_was_named(tmp_path):
     time.sleep(2)
     descriptors = [os.readlink(f"/proc/{process.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{process.pid}/fd")]
     process.send_signal(signal.SIGINT)
-    process.communicate(timeout=60)
+    communicate_or_kill(process, timeout=60)
     assert not [d for d in descriptors if d.startswith("socket:")]
     assert sorted(p.name for p in work.iterdir()) == ["t.jsonl"]
     assert sorted(p.name for p in (tmp_path / "image").iterdir()) == ["test.elf"]

@@ -12,6 +12,7 @@ import pytest
 
 from emulator.trace.format import read_trace
 from tests.support.guest import build, fake_allocator
+from tests.support.processes import communicate_or_kill
 
 pytestmark = pytest.mark.boot
 
@@ -47,7 +48,7 @@ def interrupt_twice(process, after: float = 2.0):
     process.send_signal(signal.SIGINT)
     time.sleep(0.05)
     process.send_signal(signal.SIGINT)
-    return process.communicate(timeout=60)
+    return communicate_or_kill(process, timeout=60)
 
 
 def test_trace_survives_two_ctrl_c(tmp_path):
@@ -92,5 +93,5 @@ def test_serial_output_streams_live_while_the_guest_runs(tmp_path):
     line = process.stdout.readline()  # arrives while the guest still spins, not at the end of the run
     alive = process.poll() is None
     process.send_signal(signal.SIGINT)
-    process.communicate(timeout=60)
+    communicate_or_kill(process, timeout=60)
     assert line == "h\n" and alive and process.returncode == 4

@@ -148,3 +148,16 @@ main:
     assert run.symbols.get("__rust_alloc").raw == "_RNvCs1a2b3c_7___rustc12___rust_alloc"
     assert [(e.kind, e.size, e.align, e.result) for e in run.events] == [("alloc", 24, 8, 0x1000000)]
     assert run.events[0].caller.startswith("app::main+0x")
+
+
+def test_calls_from_the_host_are_traced_and_checked(kernel):
+    run = boot(str(kernel))
+    before = len(run.events)
+    ptr = run.call("__rust_alloc", 64, 8)
+    run.call("__rust_dealloc", ptr, 64, 8)
+    run.call("__rust_dealloc", ptr, 64, 8)  # a double free, made from the host
+    host = run.events[before:]
+    assert [(e.kind, e.returned, e.return_address) for e in host] == [("alloc", True, 0), ("dealloc", True, 0),
+                                                                     ("dealloc", True, 0)]
+    assert host[0].result == ptr and host[0].insn_entry < host[0].insn_return
+    assert [v.kind for v in run.violations if v.seq == host[2].seq][:1] == ["double-free"]

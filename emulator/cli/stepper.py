@@ -152,9 +152,11 @@ class Stepper:
         stat_line = (f"live {stats.live_blocks} blocks / {stats.live_bytes} bytes (events)"
                      + (f"; guest used {stats.used} free {stats.free} in {stats.free_blocks} free blocks"
                         if stats.used is not None else ""))
-        free_list = ", ".join(f"0x{a:x}+{s}" for a, s in event.heap.free_list[:8]) or "(none)"
+        free_list = ", ".join(f"0x{a:x}+{s}" for a, s in event.heap.free_list[:8])
         if len(event.heap.free_list) > 8:
             free_list += f", … ({stats.free_blocks} in all)"
+        if not free_list:  # traces of version 2 carry the list's summary, not the list itself
+            free_list = f"{stats.free_blocks} blocks (not recorded per event)" if stats.free_blocks else "(none)"
         if self.plain:
             out = [header, f"  {timing}", "  backtrace: " + " <- ".join(event.backtrace)]
             out += [("  => " if here else "     ") + line for here, line in code]

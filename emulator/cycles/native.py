@@ -23,13 +23,18 @@ class CParams(ctypes.Structure):
         "mispredict", "btb_miss", "taken_jump", "taken_call", "taken_ret", "fe_window", "mode")]
 
 
-def load_native() -> ctypes.CDLL:
+def extension() -> ctypes.CDLL:
+    """The built extension (the cycle model and the allocation tracer), not yet typed."""
     try:
         from emulator.cycles import _cyclemodel
     except ImportError as exc:
         raise CycleModelError("the native cycle model is not built: run `pip install -e .` in the project "
                               "(it compiles emulator/cycles/native/cyclemodel.c; a C compiler is needed)") from exc
-    lib = ctypes.CDLL(_cyclemodel.__file__)
+    return ctypes.CDLL(_cyclemodel.__file__)
+
+
+def load_native() -> ctypes.CDLL:
+    lib = extension()
     p, u64, u32, i32, i = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int32, ctypes.c_int
     sigs = {
         "cm_new": (p, [ctypes.POINTER(CParams), p, p, p, p, p]), "cm_free": (None, [p]),

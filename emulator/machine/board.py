@@ -107,6 +107,7 @@ class Machine:
         self._handoff_gdtr = None
         self._stop_pc: int | None = None  # where a stop from a hook ended the run (the block runs on)
         self.calling = False  # inside a host call of a guest function (guestcall)
+        self.host_call_listeners: list[Callable[[Uc], None]] = []  # told when a host call returns
         self._load_kernel()
         self.memory.write(BOOT_PARAMS, boot_parameter_block(image.entry, self.memory.size, config.cmdline))
 
@@ -354,6 +355,8 @@ class Machine:
     def _interrupt(self, uc: Uc, intno: int, user_data) -> None:
         if self.calling and intno == 14 and cpu.read(uc, "rip") == CALL_RETURN:
             uc.emu_stop()  # the called function returned to our null return address
+            for listener in self.host_call_listeners:
+                listener(uc)  # e.g. the tracer: that return address never executes
             return
         self._fault(uc, intno, f"{exception_name(intno)} not handled by the guest",
                     at=self._trapping_instruction(uc, intno))

@@ -13,6 +13,7 @@ import weakref
 
 from unicorn import UC_ARCH_X86, Uc
 
+TRANSLATION_BUFFER = 64 << 20  # QEMU's translated-code cache (Unicorn's default is 1 GiB, filled lazily)
 _TRIM = None  # glibc's malloc_trim, False where there is none
 _ENGINES_CLOSED = False  # an engine closed since the last collection
 
@@ -20,6 +21,7 @@ _ENGINES_CLOSED = False  # an engine closed since the last collection
 def new_engine(mode: int, owner: object) -> Uc:
     """An x86 engine in `mode` that is closed when `owner` is freed."""
     uc = Uc(UC_ARCH_X86, mode)
+    uc.ctl_set_tcg_buffer_size(TRANSLATION_BUFFER)
     weakref.finalize(owner, _close, uc)
     return uc
 

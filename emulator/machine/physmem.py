@@ -35,6 +35,11 @@ class PhysicalMemory:
         self._ram_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self._ram))
         self._rom_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self._rom))
 
+    @property
+    def ram_pointer(self) -> int:
+        """The host address of guest RAM (physical address 0), for native code that reads it."""
+        return self._ram_ptr
+
     def map_into(self, uc: Uc) -> None:
         """Map RAM read-write-execute and the ROM read-execute, so a ROM write faults."""
         uc.mem_map_ptr(0, ROM_BASE, UC_PROT_ALL, self._ram_ptr)

@@ -61,7 +61,8 @@ class AllocEvent:
     call_site: int = 0  # address of the call instruction
     return_address: int = 0
     caller: str = ""  # call site as demangled symbol+offset
-    backtrace: tuple[str, ...] = ()
+    backtrace: tuple[str, ...] = ()  # the call site, then each outer frame's call, as symbol+offset
+    frames: tuple[int, ...] = ()  # the outer frames' return addresses (backtrace[1:] names their calls)
     depth: int = 0  # nesting: a realloc that calls __rust_alloc makes the alloc depth 1
     heap: HeapState = field(default_factory=HeapState)
 
@@ -81,7 +82,7 @@ class AllocEvent:
                 value = f"0x{value:x}"
             elif f.name == "heap":
                 value = value.to_json()
-            elif f.name == "backtrace":
+            elif f.name in ("backtrace", "frames"):
                 value = list(value)
             data[f.name] = value
         return data

@@ -1,11 +1,16 @@
-"""Trace logs: JSON Lines, a header, one line per allocation event, then an end record.
+"""Trace files: JSON Lines, a header, the allocator calls, the heap checks' findings, an end record.
 
-Every line is written whole and flushed at once, so a run that faults or is interrupted
-still leaves a valid trace up to that point. Readers accept a trace without its end record.
+Version 2 (written) is compact: an event is one array, call sites and backtrace frames are
+named once in `site` records, and the file may be zstd-compressed (a name ending in `.zst`).
+Lines are written whole and flushed (as one zstd frame) after every batch of events and at the
+end, so a run that faults, stops or is interrupted leaves a valid trace up to its last batch.
+Readers take versions 1 and 2, plain or compressed, from a path or a pipe. The format, field by
+field: docs/trace-format.md.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -17,7 +22,9 @@ from emulator.trace import schema
 from emulator.trace.events import AllocEvent
 
 FORMAT = "aeth-trace"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS = (1, 2)
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 @dataclass(frozen=True)
@@ -29,45 +36,74 @@ class Trace:
 
 
 class TraceWriter:
-    """Streams a trace: every line written whole and flushed. A write error (a full disk) does not
-    unwind into the emulator's hooks: it is kept in `error`, later lines are dropped, and the
-    caller reports it once the run is over."""
+    """Streams a version 2 trace. A write error (a full disk) does not unwind into the emulator:
+    it is kept in `error`, later lines are dropped, and `close` reports it once the run is over."""
 
     def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
         self.path = Path(path)
         self.error: OSError | None = None
+        self._named: set[int] = set()  # return addresses whose `site` record is written
+        self._pending: list[str] = []
         try:
-            self._file: IO[str] = open(self.path, "w", encoding="utf-8")
+            self._raw: IO[bytes] = open(self.path, "wb")
         except OSError as exc:
             raise OutputError(f"cannot write trace {self.path}: {exc.strerror}") from None
-        self._line({"format": FORMAT, "version": FORMAT_VERSION, **header})
+        self._zstd = None
+        if self.path.name.endswith(".zst"):
+            import zstandard
 
-    def _line(self, record: dict[str, Any]) -> None:
-        # One write call per line, then flush: a Ctrl-C between lines never leaves half of one.
-        if self.error is not None:
-            return
-        try:
-            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-            self._file.flush()
-        except OSError as exc:
-            self.error = exc
+            self._zstd = zstandard.ZstdCompressor(level=3).stream_writer(self._raw, closefd=False)
+        self._line({"format": FORMAT, "version": FORMAT_VERSION, **header})
+        self.flush()
+
+    def _line(self, record: Any) -> None:
+        self._pending.append(json.dumps(record, separators=(",", ":")))
 
     def event(self, event: AllocEvent) -> None:
-        self._line({"event": event.to_json()})
+        frames = event.frames
+        for address, name in ((event.return_address, event.caller), *zip(frames, event.backtrace[1:])):
+            if address not in self._named:
+                self._named.add(address)
+                site = event.call_site if address == event.return_address else None
+                self._line({"site": [address, site, name]})
+        h = event.heap
+        self._line({"e": [event.seq, event.kind, event.size, event.align, event.ptr, event.old_size, event.result,
+                          int(event.returned), event.insn_entry, event.insn_return, event.cycles_entry,
+                          event.cycles_return, event.return_address, event.depth, list(frames)],
+                    "h": [h.used, h.free, h.free_blocks, h.live_blocks, h.live_bytes]})
 
     def violation(self, record: dict[str, Any]) -> None:
         self._line({"violation": record})
 
+    def flush(self) -> None:
+        """Write what is pending as whole lines (one zstd frame) and push it to the file."""
+        if self.error is not None or not self._pending:
+            self._pending.clear()
+            return
+        data = ("\n".join(self._pending) + "\n").encode("utf-8")
+        self._pending.clear()
+        try:
+            if self._zstd is not None:
+                import zstandard
+
+                self._zstd.write(data)
+                self._zstd.flush(zstandard.FLUSH_FRAME)
+            else:
+                self._raw.write(data)
+            self._raw.flush()
+        except OSError as exc:
+            self.error = exc
+
     def close(self, end: dict[str, Any] | None = None) -> None:
-        if self._file.closed:
+        if self._raw.closed:
             return
         if end is not None:
             self._line({"end": end})
+        self.flush()
         try:
-            self._file.flush()
             if os.path.isfile(self.path):
-                os.fsync(self._file.fileno())
-            self._file.close()
+                os.fsync(self._raw.fileno())
+            self._raw.close()
         except OSError as exc:
             self.error = self.error or exc
         if self.error is not None:
@@ -96,11 +132,31 @@ def read_trace(source: str | Path | BinaryIO) -> Trace:
     return _read(source, getattr(source, "name", "<stream>"))
 
 
+def _decompressed(stream: BinaryIO) -> BinaryIO:
+    """The stream itself, or its zstd-decompressed text when it starts with zstd's magic."""
+    if not isinstance(stream, io.BufferedReader):
+        stream = io.BufferedReader(stream)  # a raw pipe: peek needs a buffer
+    if stream.peek(4)[:4] != ZSTD_MAGIC:
+        return stream
+    import zstandard
+
+    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True))
+
+
 def _lines(stream: BinaryIO, name: str):
-    """(number, text, whole) for each line; `whole` is False for a last line without its newline."""
+    """(number, text, whole) for each line; `whole` is False for a last line without its newline
+    (or in a zstd frame cut off by a hard kill)."""
+    import zstandard
+
     number = 0
+    stream = _decompressed(stream)
     while True:
-        raw = stream.readline(MAX_LINE + 1)
+        try:
+            raw = stream.readline(MAX_LINE + 1)
+        except zstandard.ZstdError:
+            if number:
+                return  # the last frame was cut off: keep every whole frame before it
+            raise TraceFormatError(f"{name}: not a valid zstd stream: not a trace") from None
         if not raw:
             return
         number += 1
@@ -117,7 +173,7 @@ def _lines(stream: BinaryIO, name: str):
 
 
 def _read(stream: BinaryIO, name: str) -> Trace:
-    head, events, violations, end = None, [], [], None
+    head, events, violations, end, sites = None, [], [], None, {}
     for number, text, whole in _lines(stream, name):
         if not text.strip():
             continue  # blank lines (e.g. trailing ones) carry nothing
@@ -129,19 +185,26 @@ def _read(stream: BinaryIO, name: str) -> Trace:
                 break  # a last line cut off by a hard kill: keep everything before it
             raise TraceFormatError(f"{where}: not a JSON line") from None
         if head is None:
-            head = schema.header(where, record, FORMAT, FORMAT_VERSION)
+            head = schema.header(where, record, FORMAT, READS)
             continue
+        if head["version"] == 2 and isinstance(record, dict) and record.keys() == {"e", "h"}:
+            events.append(schema.event_v2(where, record["e"], record["h"], sites))
+            continue
+        keys = "event, violation or end" if head["version"] == 1 else "e and h, site, violation or end"
         if not isinstance(record, dict) or len(record) != 1:
-            raise TraceFormatError(f"{where}: a record must be an object with one key: event, violation or end")
+            raise TraceFormatError(f"{where}: a record must be an object with the keys {keys}")
         (key, body), = record.items()
-        if key == "event":
+        if key == "event" and head["version"] == 1:
             events.append(schema.event(where, body))
+        elif key == "site" and head["version"] == 2:
+            address, call_site, name = schema.site(where, body)
+            sites[address] = (call_site, name)
         elif key == "violation":
             violations.append(schema.violation(where, body))
         elif key == "end":
             end = schema.end(where, body)
         else:
-            raise TraceFormatError(f"{where}: unknown record {_short(key)} (expected event, violation or end)")
+            raise TraceFormatError(f"{where}: unknown record {_short(key)} (expected {keys})")
     if head is None:
         raise TraceFormatError(f"{name} is empty, not a trace")
     events.sort(key=lambda e: e.seq)

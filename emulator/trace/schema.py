@@ -86,15 +86,16 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def header(where: str, data: Any, fmt: str, version: int) -> dict[str, Any]:
+def header(where: str, data: Any, fmt: str, versions: tuple[int, ...]) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise TraceFormatError(f"{where}: not an aeth-emu trace (no '{fmt}' header)")
     record = _Record(where, data, "the header")
     found = data.get("version")
     if not (isinstance(found, int) and not isinstance(found, bool)):
         raise record.fail("version", "a whole number")
-    if found != version:
-        raise TraceFormatError(f"{where}: trace format version {found}; this aeth-emu reads version {version}")
+    if found not in versions:
+        readable = " and ".join(str(v) for v in versions)
+        raise TraceFormatError(f"{where}: trace format version {found}; this aeth-emu reads versions {readable}")
     for field in ("image", "image_sha256", "cmdline", "allocator"):
         record.text(field, nullable=True)
     points = data.get("entry_points", [])
@@ -157,3 +158,66 @@ def end(where: str, data: Any) -> dict[str, Any]:
         if field in data:
             out[field] = r.count(field)
     return out
+
+
+def site(where: str, data: Any) -> tuple[int, int | None, str]:
+    """A v2 `site` record: [return address, call instruction or null, symbol+offset]."""
+    if not (isinstance(data, list) and len(data) == 3):
+        raise TraceFormatError(f"{where}: site must be [return_address, call_site, name], not {_show(data)}")
+    r = _Record(where, dict(zip(("return_address", "call_site", "name"), data)), "site")
+    return _integer(r, "return_address"), _integer(r, "call_site", nullable=True), r.text("name", None) or ""
+
+
+def _integer(r: _Record, field: str, nullable: bool = False) -> int | None:
+    value = r.data.get(field)
+    if value is None and nullable:
+        return None
+    if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= U64):
+        raise r.fail(field, "a whole number from 0 to 2^64-1")
+    return value
+
+
+# Version 2's event and heap arrays, in order (docs/trace-format.md).
+V2_FIELDS = ("seq", "kind", "size", "align", "ptr", "old_size", "result", "returned", "insn_entry", "insn_return",
+             "cycles_entry", "cycles_return", "return_address", "depth", "frames")
+V2_HEAP = ("used", "free", "free_blocks", "live_blocks", "live_bytes")
+
+
+def event_v2(where: str, data: Any, heap: Any, sites: dict[int, tuple[int | None, str]]) -> AllocEvent:
+    """A v2 event: an array in V2_FIELDS order, its heap an array in V2_HEAP order."""
+    if not (isinstance(data, list) and len(data) == len(V2_FIELDS)):
+        raise TraceFormatError(f"{where}: e must be an array of {len(V2_FIELDS)} fields ({', '.join(V2_FIELDS)})")
+    if not (isinstance(heap, list) and len(heap) == len(V2_HEAP)):
+        raise TraceFormatError(f"{where}: h must be an array of {len(V2_HEAP)} fields ({', '.join(V2_HEAP)})")
+    r = _Record(where, dict(zip(V2_FIELDS, data)), "event")
+    kind = r.text("kind", None)
+    if kind not in KINDS:
+        raise r.fail("kind", "one of " + ", ".join(KINDS))
+    if r.data["returned"] not in (0, 1) or isinstance(r.data["returned"], bool):
+        raise r.fail("returned", "0 or 1")
+    frames = r.data["frames"]
+    if not (isinstance(frames, list) and len(frames) <= MAX_BACKTRACE and all(
+            isinstance(f, int) and not isinstance(f, bool) and 0 <= f <= U64 for f in frames)):
+        raise r.fail("frames", "a list of return addresses")
+    ret = _integer(r, "return_address")
+    releases = kind in ("dealloc", "realloc")
+    if releases and r.data["ptr"] is None:
+        raise TraceFormatError(f"{where}: event has no 'ptr'")
+    if kind == "realloc" and r.data["old_size"] is None:
+        raise TraceFormatError(f"{where}: event has no 'old_size'")
+    call_site, caller = sites.get(ret, (None, None))
+    names = [caller if caller is not None else f"0x{ret:x}"]
+    names += [sites.get(f, (None, f"0x{f:x}"))[1] for f in frames]
+    h = _Record(where, dict(zip(V2_HEAP, heap)), "event heap")
+    return AllocEvent(
+        seq=_integer(r, "seq"), kind=kind, size=_integer(r, "size"), align=_integer(r, "align"),
+        ptr=_integer(r, "ptr", nullable=True), old_size=_integer(r, "old_size", nullable=True),
+        result=_integer(r, "result", nullable=True), returned=bool(r.data["returned"]),
+        insn_entry=_integer(r, "insn_entry"), insn_return=_integer(r, "insn_return", nullable=True),
+        cycles_entry=_integer(r, "cycles_entry"), cycles_return=_integer(r, "cycles_return", nullable=True),
+        call_site=call_site if call_site is not None else ret, return_address=ret, caller=names[0],
+        backtrace=tuple(names), frames=tuple(frames), depth=_integer(r, "depth"),
+        heap=HeapState(used=h.count("used", nullable=True), free=h.count("free", nullable=True),
+                       free_blocks=h.count("free_blocks", nullable=True), live_blocks=h.count("live_blocks", 0),
+                       live_bytes=h.count("live_bytes", 0)),
+    )
