@@ -102,8 +102,14 @@ class TracedBoot:
         backtrace_depth: int = 8,
         on_serial: Callable[[bytes], None] | None = None,
         on_event: Callable[[AllocEvent], None] | None = None,
+        keep_events: bool = True,
     ) -> None:
+        """`keep_events=False`: the events are checked, summarised and written, but not kept,
+        so memory stays bounded however long the guest allocates (the command line's boot
+        and trace)."""
         self.events: list[AllocEvent] = []
+        self.keep_events = keep_events
+        self.event_count = 0
         self.heap = EventHeap()
         self._on_event = on_event
         self.machine = prepare(image, config, firmware=firmware, on_serial=on_serial,
@@ -151,7 +157,9 @@ class TracedBoot:
             if summary.problems and self.checker is not None:
                 for problem in summary.problems:
                     self.checker.guest_problem(event, problem)
-            self.events.append(event)
+            self.event_count += 1
+            if self.keep_events:
+                self.events.append(event)
             if self.writer is not None:
                 self.writer.event(event)
                 self._flush_violations()

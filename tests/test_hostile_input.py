@@ -330,3 +330,20 @@ def test_a_run_opens_no_socket_and_writes_only_what_was_named(tmp_path):
     assert not [d for d in descriptors if d.startswith("socket:")]
     assert sorted(p.name for p in work.iterdir()) == ["t.jsonl"]
     assert sorted(p.name for p in (tmp_path / "image").iterdir()) == ["test.elf"]
+
+
+MAX_RSS_OF = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["boot", "trace"])
+def test_a_guest_that_allocates_for_ever_keeps_memory_bounded(tmp_path, command):
+    image = build(tmp_path, FOREVER)
+    extra = ["-o", str(tmp_path / "t.jsonl.zst")] if command == "trace" else []
+    done = subprocess.run([sys.executable, "-c", MAX_RSS_OF, *AETH, command, str(image), *extra, "--timeout", "20"],
+                          capture_output=True, text=True, timeout=120)
+    assert int(done.stdout) < 250  # MB; millions of events go by, none is kept

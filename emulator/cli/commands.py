@@ -48,7 +48,7 @@ def _finish_run(boot: TracedBoot, stream: SerialStream):
     for violation in run.violations:
         print(f"aeth-emu: heap check: {violation.message}", file=sys.stderr)
     status = "exit" if result.stop_reason is StopReason.EXIT else "stopped"
-    print(f"aeth-emu: {status}: {result.detail}; {result.instructions} instructions, {len(run.events)} allocation "
+    print(f"aeth-emu: {status}: {result.detail}; {result.instructions} instructions, {boot.event_count} allocation "
           f"events, exit code {result.exit_code}", file=sys.stderr)
     return run
 
@@ -57,7 +57,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
     if args.report:
         refuse_overwriting_input(args.report, (args.image,), "the report")
     stream = SerialStream()
-    boot = TracedBoot(args.image, _config(args), firmware=args.firmware, check=args.check, on_serial=stream)
+    boot = TracedBoot(args.image, _config(args), firmware=args.firmware, check=args.check, on_serial=stream,
+                      keep_events=False)
     stream.on_failure = boot.machine.interrupt  # nobody reads the output any more: stop the guest
     with StopOnSignals(boot.machine.interrupt, STOP_SIGNALS, keep_blocked=True):
         code = _boot_outputs(boot, args, stream)
@@ -103,13 +104,14 @@ def cmd_trace(args: argparse.Namespace) -> int:
     refuse_overwriting_input(args.output, (args.image,), "the trace")
     stream = SerialStream()
     boot = TracedBoot(args.image, _config(args), firmware=args.firmware, trace_path=args.output,
-                      check=not args.no_check, backtrace_depth=args.backtrace_depth, on_serial=stream)
+                      check=not args.no_check, backtrace_depth=args.backtrace_depth, on_serial=stream,
+                      keep_events=False)
     stream.on_failure = boot.machine.interrupt
     with StopOnSignals(boot.machine.interrupt, STOP_SIGNALS, keep_blocked=True):
         run = _finish_run(boot, stream)
     if stream.closed_by_reader:
         return EPIPE_EXIT
-    print(f"aeth-emu: {len(run.events)} events written to {args.output}", file=sys.stderr)
+    print(f"aeth-emu: {boot.event_count} events written to {args.output}", file=sys.stderr)
     return run.exit_code
 
 

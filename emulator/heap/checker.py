@@ -13,6 +13,9 @@ from emulator.heap.event_view import EventHeap
 from emulator.trace.events import AllocEvent
 
 
+MAX_KEPT = 10_000  # violations kept (and written to a trace) per run
+
+
 @dataclass(frozen=True)
 class Violation:
     seq: int
@@ -30,9 +33,13 @@ class HeapChecker:
         self.heap = heap
         self.heap_range = heap_range  # [start, end) when the kernel's heap is known
         self.violations: list[Violation] = []
+        self.dropped = 0  # violations past MAX_KEPT, counted only
         self._freed: dict[int, AllocEvent] = {}  # pointer -> the dealloc that freed it last
 
     def _report(self, event: AllocEvent, kind: str, message: str) -> None:
+        if len(self.violations) >= MAX_KEPT:
+            self.dropped += 1  # a guest that breaks a rule for ever must not grow memory for ever
+            return
         self.violations.append(Violation(event.seq, kind, message))
 
     def check(self, event: AllocEvent) -> None:

@@ -40,7 +40,7 @@ def build_report(run: BootRun) -> dict[str, Any]:
         "fault": result.fault.to_json() if result.fault else None,
         "wall_seconds": round(result.wall_seconds, 3),
         "events": dict(run.heap.events.counts),
-        "heap": heap_section(run.heap, bool(run.events)),
+        "heap": heap_section(run.heap, bool(run.heap.events.counts)),
         "violations": [v.to_json() for v in run.violations],
         "paging": paging_section(run.machine),
         "frames": frames_section(run.machine),
