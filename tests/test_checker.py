@@ -94,3 +94,17 @@ def test_realloc_in_place_is_not_an_overlap_and_reuse_after_free_is_fine():
 def test_failed_allocation_is_not_live():
     checker, heap = run([AllocEvent(0, "alloc", 1 << 30, 8, result=0, returned=True)])
     assert checker.violations == [] and heap.live_blocks == 0
+
+
+def test_overlap_queries_stay_exact_after_live_blocks_overlapped():
+    """The fast path (one neighbour) holds while live blocks are disjoint; after a bad allocator
+    hands out overlapping blocks, queries walk back and still find every overlap."""
+    from emulator.heap.event_view import EventHeap, LiveBlock
+
+    heap = EventHeap()
+    heap._add(LiveBlock(0x1000, 0x100, 8, 0, "a"))
+    heap._add(LiveBlock(0x2000, 0x10, 8, 1, "b"))
+    assert heap.overlapping(0x10F0, 0x20).seq == 0 and heap.overlapping(0x1100, 0x100) is None
+    heap._add(LiveBlock(0x1080, 0x10, 8, 2, "inside a"))  # overlaps a: no longer disjoint
+    assert heap.overlapping(0x10F0, 0x8).seq == 0  # found behind the later-starting block
+    assert heap.overlapping(0x1100, 0x100) is None

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from emulator.heap.event_view import EventHeap
 from emulator.trace.events import AllocEvent
 
-
 MAX_KEPT = 10_000  # violations kept (and written to a trace) per run
 
 

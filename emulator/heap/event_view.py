@@ -29,6 +29,9 @@ class EventHeap:
         self.bytes_requested = 0
         self.counts: dict[str, int] = {}
         self._largest = 1  # bounds how far back an overlap query must look
+        # While no two live blocks have ever overlapped, the block that starts last before a
+        # range's end is the only one an overlap query needs to look at.
+        self._disjoint = True
 
     def apply(self, event: AllocEvent) -> None:
         self.counts[event.kind] = self.counts.get(event.kind, 0) + 1
@@ -46,7 +49,14 @@ class EventHeap:
             self._remove(block.ptr)
         self._live[block.ptr] = block
         self._largest = max(self._largest, block.size)
-        bisect.insort(self._starts, block.ptr)
+        i = bisect.bisect_left(self._starts, block.ptr)
+        if self._disjoint:
+            before = self._live[self._starts[i - 1]] if i else None
+            after = self._starts[i] if i < len(self._starts) else None
+            if (before is not None and before.ptr + max(before.size, 1) > block.ptr) or \
+                    (after is not None and after < block.ptr + max(block.size, 1)):
+                self._disjoint = False
+        self._starts.insert(i, block.ptr)
         self.live_bytes += block.size
 
     def _remove(self, ptr: int) -> None:
@@ -62,6 +72,9 @@ class EventHeap:
         """A live block sharing a byte with [start, start + size), if any (size 0 counts as 1)."""
         end = start + max(size, 1)
         i = bisect.bisect_left(self._starts, end) - 1
+        if self._disjoint and i >= 0:
+            block = self._live[self._starts[i]]
+            return block if block.ptr + max(block.size, 1) > start else None
         while i >= 0:
             block = self._live[self._starts[i]]
             if block.ptr + max(block.size, 1) > start:

@@ -150,8 +150,9 @@ class AllocationTracer:
     def _event(self, r: tuple[int, ...], frames: list[int], read) -> tuple[AllocEvent, CallSummary]:
         (seq, kind_code, depth, flags, a0, a1, a2, a3, result, _rsp, ret, insn_entry, insn_return, mc_entry,
          mc_return, bt_at, bt_len, _vector, heap_kind, _heap_size, used, free, blocks, problems, _largest) = r
-        kind, names = ENTRY_POINTS_BY_CODE[kind_code]
-        args = dict(zip(names, (a0, a1, a2, a3)))
+        kind, slots = KINDS_BY_CODE[kind_code]
+        regs = (a0, a1, a2, a3)  # rdi, rsi, rdx, rcx
+        ptr, size, align, old_size = (None if slot is None else regs[slot] for slot in slots)
         returned = bool(flags & native.F_RETURNED)
         call_site = self._call_site(ret, read)
         outer = tuple(frames[bt_at:bt_at + bt_len])
@@ -160,8 +161,8 @@ class AllocationTracer:
             backtrace = self._backtraces[(ret, outer)] = (
                 self._describe(call_site), *(self._describe(self._call_site(frame, read)) for frame in outer))
         event = AllocEvent(
-            seq=seq, kind=kind, size=args.get("size", 0), align=args.get("align", 0), ptr=args.get("ptr"),
-            old_size=args.get("old_size"), result=result if returned and kind != "dealloc" else None,
+            seq=seq, kind=kind, size=size or 0, align=align or 0, ptr=ptr, old_size=old_size,
+            result=result if returned and kind != "dealloc" else None,
             returned=returned, insn_entry=self._insn_base + insn_entry,
             insn_return=self._insn_base + insn_return if returned else None, cycles_entry=mc_entry // 1000,
             cycles_return=mc_return // 1000 if returned else None, call_site=call_site, return_address=ret,
@@ -198,4 +199,9 @@ class AllocationTracer:
         return return_address
 
 
-ENTRY_POINTS_BY_CODE = {native.KIND_CODES[kind]: (kind, names) for kind, names in ENTRY_POINTS.values()}
+# kind code -> (kind, the register slot of ptr, size, align and old_size, or None), from ENTRY_POINTS
+KINDS_BY_CODE = {
+    native.KIND_CODES[kind]: (kind, tuple(names.index(f) if f in names else None
+                                          for f in ("ptr", "size", "align", "old_size")))
+    for kind, names in ENTRY_POINTS.values()
+}
