@@ -7,12 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from rich.console import Console
-
 from emulator.api import TracedBoot
 from emulator.cli.output import EPIPE_EXIT, SerialStream, refuse_overwriting_input, write_report
 from emulator.cli.status import StatusLine
-from emulator.cli.stepper import CodeView, Stepper
 from emulator.errors import ImageError, UsageError
 from emulator.image.bundled import bundled_kernel
 from emulator.image.loader import load_image
@@ -22,7 +19,6 @@ from emulator.machine.records import BootConfig, StopReason
 from emulator.report.memory import page_tables
 from emulator.report.profile import flat_profile
 from emulator.report.run import build_report
-from emulator.report.trace_summary import render, summarize_trace
 from emulator.trace.format import read_trace
 
 
@@ -86,6 +82,7 @@ def _boot_outputs(boot: TracedBoot, args: argparse.Namespace, stream: SerialStre
 
 
 def print_profile(machine, result, top: int = 25) -> None:
+    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"flat profile: {result.instructions:,} instructions, {result.cycles:,} model cycles")
@@ -116,6 +113,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from emulator.report.trace_summary import render, summarize_trace
+
     summary = summarize_trace(read_trace(args.trace))
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -154,6 +155,10 @@ def _trace_image(trace, trace_path: Path):
 
 
 def cmd_step(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from emulator.cli.stepper import CodeView, Stepper
+
     source = Path(args.source)
     console = Console()
     stream, is_image = _open_source(source)
@@ -181,6 +186,7 @@ def cmd_step(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
 
@@ -244,6 +250,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from rich.console import Console
     from rich.table import Table
 
     from emulator.calibrate.validate import probes, validate
