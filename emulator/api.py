@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emulator.errors import GuestCallError
 from emulator.guestmem.virtual import VirtualMemory
 from emulator.heap.checker import HeapChecker, Violation
 from emulator.heap.event_view import EventHeap
@@ -110,6 +111,8 @@ class TracedBoot:
         self.events: list[AllocEvent] = []
         self.keep_events = keep_events
         self.event_count = 0
+        self.last_event: AllocEvent | None = None
+        self._running = False
         self.heap = EventHeap()
         self._on_event = on_event
         self.machine = prepare(image, config, firmware=firmware, on_serial=on_serial,
@@ -121,6 +124,7 @@ class TracedBoot:
         self.tracer = AllocationTracer(symbols, weak_callback(self._memory_now), weak_callback(self._record_batch),
                                        backtrace_depth, host_return=CALL_RETURN)
         self.machine.host_call_listeners.append(weak_callback(self._host_returned))
+        self.tracer.stop_guest = weak_callback(self.machine.interrupt)
         self.writer = None
         if trace_path is not None:
             self.writer = TraceWriter(trace_path, {
@@ -137,6 +141,7 @@ class TracedBoot:
         memory = self.machine.memory
         self.tracer.attach(uc, self.machine.accounting, self.machine.firmware_instructions, layout,
                            (memory.ram_pointer, memory.size))
+        self.machine.keep_alive.append(self.tracer)  # its native hooks live as long as the engine
 
     def _host_returned(self, uc) -> None:
         self.tracer.host_return(uc, self.machine.accounting)
@@ -158,6 +163,7 @@ class TracedBoot:
                 for problem in summary.problems:
                     self.checker.guest_problem(event, problem)
             self.event_count += 1
+            self.last_event = event
             if self.keep_events:
                 self.events.append(event)
             if self.writer is not None:
@@ -169,7 +175,8 @@ class TracedBoot:
             self.writer.flush()  # a batch is whole lines (one zstd frame) on disk
         # The events are kept for the whole run and hold no cycles: keep the garbage collector from
         # scanning them again and again as they pile up (its full collections grew with the run).
-        gc.freeze()
+        if self._running:
+            gc.freeze()
         if self.writer is not None and self.writer.error is not None:
             self.machine.interrupt(f"the trace could not be written ({self.writer.error.strerror})")
 
@@ -177,6 +184,9 @@ class TracedBoot:
         """A guest function called from the host; its allocator calls are traced like the guest's."""
         try:
             return self.machine.call(function, *args)
+        except GuestCallError:
+            self.tracer.abandon_host_calls()  # it faulted or ran away inside the allocator
+            raise
         finally:
             self.tracer.drain()
 
@@ -188,23 +198,26 @@ class TracedBoot:
         self._reported = len(self.checker.violations)
 
     def run(self) -> BootRun:
+        self._running = True
         try:
             result = self.machine.run()
         finally:
+            self._running = False
             self.tracer.finish()
             gc.unfreeze()
         symbols = self.machine.image.symbols
         guest = self.guest_heap.read(self.machine.virtual()) if self.guest_heap and self.machine.uc else None
         kernel_stats = kernel_heap_stats(self.machine, symbols) if self.guest_heap and result.stop_reason is StopReason.EXIT else None
         views = HeapViews(self.heap, guest, kernel_stats)
-        if self.checker is not None and views.views_agree is False and self.events:
-            self.checker.guest_problem(self.events[-1], f"guest structures say {(guest.heap_size, guest.used, guest.free)}, "
+        if self.checker is not None and views.views_agree is False and self.last_event is not None:
+            self.checker.guest_problem(self.last_event, f"guest structures say {(guest.heap_size, guest.used, guest.free)}, "
                                        f"heap_stats() says {tuple(kernel_stats)}", kind="views-disagree")
         if self.writer is not None:
             self._flush_violations()
-            self.writer.close({"stop_reason": result.stop_reason.value, "exit_code": result.exit_code,
-                               "instructions": result.instructions, "cycles": result.cycles,
-                               "live_blocks": self.heap.live_blocks, "live_bytes": self.heap.live_bytes})
+            writer, self.writer = self.writer, None  # calls from the host after the run are not the trace's
+            writer.close({"stop_reason": result.stop_reason.value, "exit_code": result.exit_code,
+                          "instructions": result.instructions, "cycles": result.cycles,
+                          "live_blocks": self.heap.live_blocks, "live_bytes": self.heap.live_bytes})
         return BootRun(result, LiveSequence(self.events), LiveSequence(self.checker.violations) if self.checker else (),
                        views, self.machine, self)
 

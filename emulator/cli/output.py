@@ -84,23 +84,43 @@ def refuse_overwriting_input(path: str | Path, inputs: tuple[str | Path, ...], w
 
 
 def write_text_file(path: str | Path, text: str, what: str) -> None:
-    target = os.path.realpath(path)  # a symlink is written through, not replaced
     try:
-        mode = os.stat(target).st_mode
-    except FileNotFoundError:
-        mode = None
-    except OSError as exc:
-        raise OutputError(f"cannot write {what} {path}: {exc.strerror}") from None
-    try:
+        standard = _standard_stream(path)
+        if standard is not None:  # e.g. /dev/stdout: append to what the process already writes
+            standard.flush()
+            standard.buffer.write(text.encode("utf-8"))
+            standard.flush()
+            return
+        target = os.path.realpath(path)  # a symlink to a regular file is written through, not replaced
+        try:
+            mode = os.stat(target).st_mode
+        except FileNotFoundError:
+            mode = None
         if mode is not None and not stat.S_ISREG(mode):
             if stat.S_ISDIR(mode):
                 raise OutputError(f"cannot write {what} {path}: it is a directory")
-            with open(target, "w", encoding="utf-8") as f:  # a device or FIFO: write, never rename
+            with open(path, "w", encoding="utf-8") as f:  # a device or FIFO: written, never renamed over
                 f.write(text)
             return
         _replace_atomically(target, text, mode)
     except OSError as exc:
         raise OutputError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+
+
+def _standard_stream(path: str | Path):
+    """sys.stdout or sys.stderr when `path` names the same open file (as /dev/stdout does)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            own = os.fstat(stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            continue
+        if (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino):
+            return stream
+    return None
 
 
 def _replace_atomically(target: str, text: str, mode: int | None) -> None:

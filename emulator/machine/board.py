@@ -108,6 +108,7 @@ class Machine:
         self._stop_pc: int | None = None  # where a stop from a hook ended the run (the block runs on)
         self.calling = False  # inside a host call of a guest function (guestcall)
         self.host_call_listeners: list[Callable[[Uc], None]] = []  # told when a host call returns
+        self.keep_alive: list[object] = []  # native state whose hooks are on this machine's engines
         self._load_kernel()
         self.memory.write(BOOT_PARAMS, boot_parameter_block(image.entry, self.memory.size, config.cmdline))
 
@@ -203,7 +204,8 @@ class Machine:
 
     def _emulate(self, uc: Uc, begin: int, until: int) -> None:
         try:
-            uc.emu_start(begin, until)
+            if self._stop is None:  # emu_start forgets an emu_stop that came before it
+                uc.emu_start(begin, until)
         except UcError as exc:
             if self._stop is None:
                 self._fault(uc, None, f"Unicorn stopped: {exc}")

@@ -5,7 +5,7 @@ Python runs a signal handler only between bytecodes, never inside Unicorn's C lo
 spinning in native code would not notice a signal. Instead the signals are blocked in the main
 thread while the run goes on, and a thread takes them with sigwait and asks the machine to stop.
 The command line keeps them blocked until the process ends, so a second Ctrl-C can never cut
-its outputs short; the API unblocks them after the run and re-raises KeyboardInterrupt.
+its outputs short; the API unblocks them after the run, which then ends `interrupted`.
 """
 
 from __future__ import annotations
@@ -53,6 +53,6 @@ class StopOnSignals:
         if self._thread is None or self._keep_blocked:
             return  # the waiter stays, swallowing signals until the process exits
         self._done.set()
-        signal.pthread_kill(self._thread.ident, signal.SIGINT)  # wake the waiter so it ends
+        signal.pthread_kill(self._thread.ident, min(self._signals))  # one it waits for: it wakes and ends
         self._thread.join()
         signal.pthread_sigmask(signal.SIG_SETMASK, self._previous)

@@ -38,6 +38,7 @@ def _library() -> ctypes.CDLL:
                             ("ports_set_direct", None, [p, ctypes.c_int]), ("ports_set_stopped", None, [p, ctypes.c_int]),
                             ("ports_serial_bytes", u64, [p]), ("ports_oom", ctypes.c_int, [p]),
                             ("ports_publish", None, [p]), ("ports_take", size, [p, ctypes.c_char_p, size]),
+                            ("ports_set_waiting", None, [p, ctypes.c_int]),
                             ("ports_hook_in", p, []), ("ports_hook_out", p, [])):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
@@ -88,7 +89,15 @@ class NativePorts:
                 n = self._lib.ports_take(self._state, self._buffer, TAKE)
                 if not n:
                     break
-                self._deliver(self._buffer.raw[:n])
+                self._deliver(ctypes.string_at(self._buffer, n))
+
+    def check(self) -> None:
+        """After a run: output the native side could not keep is an error, never silently lost."""
+        if self._lib.ports_oom(self._state):
+            raise MemoryError("serial output was lost: no memory for its buffer")
+
+    def set_waiting(self, on: bool) -> None:
+        self._lib.ports_set_waiting(self._state, int(on))
 
     def streaming(self) -> _Flusher:
         """While a run goes on: deliver ready lines every FLUSH_SECONDS from a thread."""
@@ -107,9 +116,12 @@ class _Flusher:
 
     def __enter__(self) -> _Flusher:
         self._thread.start()
+        self._ports.set_waiting(True)
         return self
 
     def __exit__(self, *exc) -> None:
+        self._ports.set_waiting(False)
         self._done.set()
         self._thread.join()
         self._ports.flush(everything=True)
+        self._ports.check()

@@ -31,6 +31,7 @@ def load() -> ctypes.CDLL:
         "at_new": (p, [p, p, p, p, p, u64, u32, u64, BATCH_CB]), "at_free": (None, [p]),
         "at_add_entry": (p, [p, u64, u64]), "at_set_heap": (None, [p, u64, u64, u64, u64, p, u64]),
         "at_host_return": (ctypes.c_int, [p, p, u64, u64, u64, u64]), "at_finish": (None, [p]),
+        "at_abandon_host_calls": (None, [p]),
         "at_nevents": (size, [p]), "at_nframes": (size, [p]), "at_error": (ctypes.c_int, [p]),
         "at_events": (p, [p]), "at_frames": (p, [p]), "at_event_size": (size, []),
         "at_clear_events": (None, [p]), "at_clear_frames": (None, [p]), "at_hook_entry": (p, []),

@@ -74,6 +74,8 @@ class AllocationTracer:
         self._backtraces: dict[tuple[int, tuple[int, ...]], tuple[str, ...]] = {}
         self._cs = Cs(CS_ARCH_X86, CS_MODE_64)
         self._batch_cb = native.BATCH_CB(weak_callback(self._drain_from_native, dead=0))
+        self._failure: BaseException | None = None
+        self.stop_guest: Callable[[str], None] | None = None  # set by the owner: stops the run
 
     @staticmethod
     def _resolve(symbols: SymbolTable) -> dict[int, tuple[str, tuple[str, ...]]]:
@@ -120,8 +122,20 @@ class AllocationTracer:
         self._lib.at_finish(self._tracer)
         self.drain()
 
+    def abandon_host_calls(self) -> None:
+        """A call from the host did not return: its open allocator calls never will."""
+        if self._tracer is not None:
+            self._lib.at_abandon_host_calls(self._tracer)
+
     def _drain_from_native(self) -> int:
-        self.drain()
+        # Called from inside a Unicorn hook: an exception cannot unwind through C. It is kept,
+        # the guest is stopped, and it is raised from the next drain outside the hook.
+        try:
+            self.drain()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by drain()
+            self._failure = self._failure or exc
+            if self.stop_guest is not None:
+                self.stop_guest(f"the allocation tracer failed: {exc}")
         return 0
 
     def drain(self) -> None:
@@ -129,6 +143,9 @@ class AllocationTracer:
         lib, t = self._lib, self._tracer
         if t is None:
             return
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
         if lib.at_error(t):
             raise NativeError(f"the native allocation tracer failed (error {lib.at_error(t)}: out of memory or "
                               f"more than 64 nested allocator calls)")

@@ -209,6 +209,7 @@ static void summarise_heap(at_tracer *t, uc_engine *uc, at_event *e) {
             if (slow && slow == node) { e->heap_problems |= P_CYCLE; break; }
         }
     }
+    if (free > e->heap_size) { e->heap_problems |= P_OVERLAP; free = e->heap_size; } /* blocks counted twice */
     e->heap_free = free;
     e->heap_used = e->heap_size - free;
     e->heap_blocks = blocks;
@@ -372,6 +373,18 @@ int at_host_return(at_tracer *t, uc_engine *uc, uint64_t rsp, uint64_t result, u
         }
     }
     return 0;
+}
+
+/* A call from the host faulted or ran away: its open calls (the first host call and all above
+ * it) never return; they end without a return. */
+void at_abandon_host_calls(at_tracer *t) {
+    for (int i = 0; i < t->npending; i++) {
+        if (t->pending[i].flags & F_HOST_CALL) {
+            for (int j = i; j < t->npending; j++) emit(t, NULL, &t->pending[j]);
+            t->npending = i;
+            return;
+        }
+    }
 }
 
 /* The run is over: calls still open never returned (a fault, a stop or a signal inside them). */

@@ -10,17 +10,20 @@
  * when it fills) the staged bytes move, under a lock, to a ready buffer that the host takes
  * from another thread every few milliseconds and at the end of a run: whole lines are streamed
  * live, and the host runs no Python per byte. Loaded with ctypes (emulator/machine/ports.py). */
+#define _POSIX_C_SOURCE 200809L
 #include <Python.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct uc_struct uc_engine;
 typedef uint32_t (*py_in_t)(uint32_t port, int32_t size);
 typedef void (*py_out_t)(uint32_t port, int32_t size, uint32_t value);
 
 #define STAGE_PUBLISH 4096 /* bytes staged without a newline before they are published anyway */
+#define READY_LIMIT (64u << 20) /* bytes waiting for the host: past this the guest waits (a slow reader) */
 
 typedef struct {
     uint32_t thr, lsr, lsr_value;
@@ -31,7 +34,8 @@ typedef struct {
     uint8_t *staging;
     size_t staged, staging_cap;
     uint8_t *ready;
-    size_t nready, ready_cap;
+    size_t head, nready, ready_cap; /* bytes [head, nready) wait for the host */
+    int waiting;                    /* a host thread takes from `ready` (so waiting for it can end) */
     pthread_mutex_t lock;
     uint64_t serial_bytes;
     int oom;
@@ -52,6 +56,18 @@ static int grow(uint8_t **buf, size_t *cap, size_t need) {
 void ports_publish(ports_t *s) {
     if (!s->staged) return;
     pthread_mutex_lock(&s->lock);
+    while (s->waiting && !s->stopped && s->nready - s->head > READY_LIMIT) { /* backpressure, as a pipe gives */
+        pthread_mutex_unlock(&s->lock);
+        struct timespec pause = {0, 1000000};
+        nanosleep(&pause, NULL);
+        pthread_mutex_lock(&s->lock);
+    }
+    if (s->head && s->head == s->nready) s->head = s->nready = 0;
+    if (s->head > s->ready_cap / 2) { /* compact now and then, not on every take */
+        memmove(s->ready, s->ready + s->head, s->nready - s->head);
+        s->nready -= s->head;
+        s->head = 0;
+    }
     if (grow(&s->ready, &s->ready_cap, s->nready + s->staged) == 0) {
         memcpy(s->ready + s->nready, s->staging, s->staged);
         s->nready += s->staged;
@@ -110,12 +126,18 @@ int ports_oom(ports_t *s) { return s->oom; }
 /* Copy up to `cap` ready bytes to dst (oldest first); returns how many. Any thread. */
 size_t ports_take(ports_t *s, uint8_t *dst, size_t cap) {
     pthread_mutex_lock(&s->lock);
-    size_t n = s->nready < cap ? s->nready : cap;
-    memcpy(dst, s->ready, n);
-    memmove(s->ready, s->ready + n, s->nready - n);
-    s->nready -= n;
+    size_t left = s->nready - s->head, n = left < cap ? left : cap;
+    memcpy(dst, s->ready + s->head, n);
+    s->head += n;
     pthread_mutex_unlock(&s->lock);
     return n;
+}
+
+/* Whether a host thread is taking output while the guest runs (only then may the guest wait). */
+void ports_set_waiting(ports_t *s, int on) {
+    pthread_mutex_lock(&s->lock);
+    s->waiting = on;
+    pthread_mutex_unlock(&s->lock);
 }
 
 void *ports_hook_in(void) { return (void *)hook_in; }
