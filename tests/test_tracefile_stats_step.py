@@ -145,7 +145,7 @@ def test_step_scripted_through_pipes(tmp_path):
     assert shown == ["1/5", "2/5", "4/5", "3/5", "1/5", "3/5"]
     assert "no later event matches 'nothing-matches'" in out
     assert f"#1 realloc({HEAP_START:#x}, old_size=8, align=1, new_size=16) -> {HEAP_START + 0x10:#x}" in out
-    assert "free list: 1 blocks (not recorded per event)" in out  # event 1: the guest's summary, from the trace
+    assert "free list: 1 block (not recorded per event)" in out  # event 1: the guest's summary, from the trace
     assert "\x1b[" not in out  # plain text when piped
 
 

@@ -156,7 +156,8 @@ class Stepper:
         if len(event.heap.free_list) > 8:
             free_list += f", … ({stats.free_blocks} in all)"
         if not free_list:  # traces of version 2 carry the list's summary, not the list itself
-            free_list = f"{stats.free_blocks} blocks (not recorded per event)" if stats.free_blocks else "(none)"
+            count = stats.free_blocks
+            free_list = f"{count} block{'' if count == 1 else 's'} (not recorded per event)" if count else "(none)"
         if self.plain:
             out = [header, f"  {timing}", "  backtrace: " + " <- ".join(event.backtrace)]
             out += [("  => " if here else "     ") + line for here, line in code]
