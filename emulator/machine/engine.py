@@ -56,6 +56,3 @@ def collect_closed() -> None:
     if _TRIM:
         _TRIM(0)
 
-
-_TRIM = None
-_ENGINES_CLOSED = False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 KINDS = ("alloc", "dealloc", "realloc", "alloc_zeroed", "alloc_error")
@@ -27,21 +27,12 @@ class HeapState:
     free_blocks: int | None = None
     live_blocks: int = 0  # from events
     live_bytes: int = 0  # requested bytes of live blocks, from events
-    free_list: tuple[tuple[int, int], ...] = ()  # (address, size) in list order, the first FREE_LIST_KEEP
+    free_list: tuple[tuple[int, int], ...] = ()  # (address, size) in list order: in version 1 traces only
 
     def to_json(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["free_list"] = [[f"0x{a:x}", s] for a, s in self.free_list]
         return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> HeapState:
-        data = dict(data)
-        data["free_list"] = tuple((int(a, 16), s) for a, s in data.get("free_list") or ())
-        return cls(**data)
-
-
-FREE_LIST_KEEP = 64  # per event in a trace: enough to draw the stepper's view, bounded in size
 
 
 @dataclass(frozen=True)
@@ -86,20 +77,6 @@ class AllocEvent:
                 value = list(value)
             data[f.name] = value
         return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> AllocEvent:
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        for name in _ADDRESS_FIELDS:
-            if isinstance(kwargs.get(name), str):
-                kwargs[name] = int(kwargs[name], 16)
-        kwargs["heap"] = HeapState.from_json(kwargs.get("heap") or {})
-        kwargs["backtrace"] = tuple(kwargs.get("backtrace") or ())
-        return cls(**kwargs)
-
-    def with_heap(self, heap: HeapState) -> AllocEvent:
-        return replace(self, heap=heap)
 
     def describe(self) -> str:
         """One line, as the stepper and the stats show it."""
