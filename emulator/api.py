@@ -8,17 +8,16 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from emulator.errors import GuestCallError
 from emulator.guestmem.virtual import VirtualMemory
-from emulator.heap.checker import HeapChecker, Violation
-from emulator.heap.event_view import EventHeap
+from emulator.heap.checker import MAX_KEPT, Violation
 from emulator.heap.guest_view import GuestHeap
 from emulator.heap.kernel_view import kernel_heap_stats
+from emulator.heap.liveset import LiveSet
 from emulator.heap.views import HeapViews
 from emulator.image.symbols import SymbolTable
 from emulator.layout import MIN_BLOCK
@@ -28,9 +27,12 @@ from emulator.machine.guestcall import CALL_RETURN
 from emulator.machine.hostsignals import StopOnSignals
 from emulator.machine.records import BootConfig, RunResult, StopReason
 from emulator.machine.session import prepare
-from emulator.trace.events import AllocEvent, HeapState
+from emulator.trace import native
+from emulator.trace.eventlog import EventLog
+from emulator.trace.events import AllocEvent
 from emulator.trace.format import TraceWriter
-from emulator.trace.tracer import AllocationTracer, CallSummary, GuestHeapLayout
+from emulator.trace.freelists import FreeListHistory, HeapAt
+from emulator.trace.tracer import AllocationTracer, Batch, GuestHeapLayout
 
 
 class LiveSequence(Sequence):
@@ -83,6 +85,14 @@ class BootRun:
         """Guest virtual memory as the run left it: `run.memory.read(va, n)`."""
         return self.machine.virtual()
 
+    def heap_at(self, seq: int) -> HeapAt:
+        """The heap right after event `seq`: the guest's own summary and free list then, and the
+        events' live blocks (exact at every event: the free list is rebuilt from the changes the
+        native walk recorded after each call)."""
+        if self.tracing is None:
+            raise ValueError("this run was not traced")
+        return self.tracing.heap_at(seq)
+
     def call(self, function: str | int, *args: int) -> int:
         """Run a guest function (by symbol or address, System V ABI) on the booted machine; returns rax.
         Raises GuestCallError when it cannot (see `emulator.errors`)."""
@@ -90,7 +100,7 @@ class BootRun:
 
 
 class TracedBoot:
-    """A machine with the allocation tracer, checker and trace file wired together."""
+    """A machine with the allocation tracer, its checks and the trace file wired together."""
 
     def __init__(
         self,
@@ -102,36 +112,32 @@ class TracedBoot:
         check: bool = True,
         backtrace_depth: int = 8,
         on_serial: Callable[[bytes], None] | None = None,
-        on_event: Callable[[AllocEvent], None] | None = None,
         keep_events: bool = True,
     ) -> None:
         """`keep_events=False`: the events are checked, summarised and written, but not kept,
         so memory stays bounded however long the guest allocates (the command line's boot
         and trace)."""
-        self.events: list[AllocEvent] = []
         self.keep_events = keep_events
         self.event_count = 0
-        self.last_event: AllocEvent | None = None
-        self._running = False
-        self.heap = EventHeap()
-        self._on_event = on_event
+        self.violations: list[Violation] = []
         self.machine = prepare(image, config, firmware=firmware, on_serial=on_serial,
                                kernel_instruments=(weak_callback(self._attach),))
         symbols = self.machine.image.symbols
         self.guest_heap = GuestHeap.find(symbols)
-        heap_range = self.guest_heap.heap_range() if self.guest_heap else None
-        self.checker = HeapChecker(self.heap, heap_range) if check else None
         self.tracer = AllocationTracer(symbols, weak_callback(self._memory_now), weak_callback(self._record_batch),
-                                       backtrace_depth, host_return=CALL_RETURN)
+                                       backtrace_depth, host_return=CALL_RETURN, check=check,
+                                       write_text=trace_path is not None, max_violations=MAX_KEPT)
         self.machine.host_call_listeners.append(weak_callback(self._host_returned))
         self.tracer.stop_guest = weak_callback(self.machine.interrupt)
+        self.events = EventLog(self.tracer.names, 0)
+        self.free_lists = FreeListHistory()
+        self.live: LiveSet | None = None  # view (a), once the kernel's CPU starts
         self.writer = None
         if trace_path is not None:
             self.writer = TraceWriter(trace_path, {
                 "image": str(image), "image_sha256": self.machine.image.sha256, "cmdline": config.cmdline,
                 "allocator": None, "entry_points": sorted(name for _, (name, _) in self.tracer.entry_points.items()),
             })
-        self._reported = 0
 
     def _attach(self, uc) -> None:
         layout = None
@@ -141,6 +147,8 @@ class TracedBoot:
         memory = self.machine.memory
         self.tracer.attach(uc, self.machine.accounting, self.machine.firmware_instructions, layout,
                            (memory.ram_pointer, memory.size))
+        self.events = EventLog(self.tracer.names, self.tracer.insn_base)
+        self.live = LiveSet(self.tracer.lib, self.tracer.live_handle, self.tracer.names.name, owner=self.tracer)
         self.machine.keep_alive.append(self.tracer)  # its native hooks live as long as the engine
 
     def _host_returned(self, uc) -> None:
@@ -149,36 +157,18 @@ class TracedBoot:
     def _memory_now(self):
         return self.machine.virtual().read
 
-    def _record_batch(self, batch: list[tuple[AllocEvent, CallSummary]]) -> None:
-        """A batch of finished calls, in call order: checked, applied, kept and written."""
-        for event, summary in batch:
-            if self.checker is not None:
-                self.checker.check(event)
-            self.heap.apply(event)
-            # The event was made for this moment and nobody holds it yet: set its heap in place
-            # (dataclasses.replace per event cost more than the rest of the work).
-            object.__setattr__(event, "heap", HeapState(summary.used, summary.free, summary.free_blocks,
-                                                        self.heap.live_blocks, self.heap.live_bytes))
-            if summary.problems and self.checker is not None:
-                for problem in summary.problems:
-                    self.checker.guest_problem(event, problem)
-            self.event_count += 1
-            self.last_event = event
-            if self.keep_events:
-                self.events.append(event)
-            if self.writer is not None:
-                self.writer.event(event)
-                self._flush_violations()
-            if self._on_event is not None:
-                self._on_event(event)
+    def _record_batch(self, batch: Batch) -> None:
+        """A batch of finished calls, already checked and applied natively: kept and written."""
+        self.event_count += len(batch)
+        if self.keep_events:
+            self.events.add_batch(batch.records, batch.frames)
+            self.free_lists.add_native(batch.changes, batch.entries)
+        violations = self.live.describe(batch.violations, self.tracer.heap_range) if batch.violations else []
+        self.violations.extend(violations)
         if self.writer is not None:
-            self.writer.flush()  # a batch is whole lines (one zstd frame) on disk
-        # The events are kept for the whole run and hold no cycles: keep the garbage collector from
-        # scanning them again and again as they pile up (its full collections grew with the run).
-        if self._running:
-            gc.freeze()
-        if self.writer is not None and self.writer.error is not None:
-            self.machine.interrupt(f"the trace could not be written ({self.writer.error.strerror})")
+            self.writer.batch(batch.sites, batch.text, [v.to_json() for v in violations])
+            if self.writer.error is not None:
+                self.machine.interrupt(f"the trace could not be written ({self.writer.error.strerror})")
 
     def call(self, function: str | int, *args: int) -> int:
         """A guest function called from the host; its allocator calls are traced like the guest's."""
@@ -190,36 +180,47 @@ class TracedBoot:
         finally:
             self.tracer.drain()
 
-    def _flush_violations(self) -> None:
-        if self.checker is None or self.writer is None:
-            return
-        for violation in self.checker.violations[self._reported :]:
-            self.writer.violation(violation.to_json())
-        self._reported = len(self.checker.violations)
+    def heap_at(self, seq: int) -> HeapAt:
+        """The heap right after event `seq` returned (or, for a call that never returned, as last seen)."""
+        if not self.keep_events:
+            raise ValueError("this run did not keep its events (keep_events=False)")
+        r = dict(zip(native.FIELDS, self.events.record(seq) if 0 <= seq < len(self.events) else ()))
+        if not r:
+            raise IndexError(f"no event #{seq} (the run has {len(self.events)})")
+        known = bool(r["flags"] & native.F_RETURNED) and r["heap_kind"] != native.H_NONE
+        readable = known and r["heap_kind"] != native.H_UNKNOWN
+        return HeapAt(
+            seq=seq, allocator=native.HEAP_KINDS.get(r["heap_kind"]) if known else None,
+            heap_size=r["heap_size"] if readable else None, used=r["heap_used"] if readable else None,
+            free=r["heap_free"] if readable else None, free_blocks=r["heap_blocks"] if readable else None,
+            free_list=self.free_lists.after(r["changes"]) if self.guest_heap is not None else (),
+            problems=tuple(text for bit, text in native.PROBLEMS.items() if r["heap_problems"] & bit),
+            live_blocks=r["live_blocks"], live_bytes=r["live_bytes"])
 
     def run(self) -> BootRun:
-        self._running = True
         try:
             result = self.machine.run()
         finally:
-            self._running = False
             self.tracer.finish()
-            gc.unfreeze()
         symbols = self.machine.image.symbols
         guest = self.guest_heap.read(self.machine.virtual()) if self.guest_heap and self.machine.uc else None
         kernel_stats = kernel_heap_stats(self.machine, symbols) if self.guest_heap and result.stop_reason is StopReason.EXIT else None
-        views = HeapViews(self.heap, guest, kernel_stats)
-        if self.checker is not None and views.views_agree is False and self.last_event is not None:
-            self.checker.guest_problem(self.last_event, f"guest structures say {(guest.heap_size, guest.used, guest.free)}, "
-                                       f"heap_stats() says {tuple(kernel_stats)}", kind="views-disagree")
+        live = self.live if self.live is not None else LiveSet.standalone(None)
+        views = HeapViews(live, guest, kernel_stats)
+        if self.tracer.check and views.views_agree is False and self.event_count:
+            seq = self.event_count - 1
+            disagree = Violation(seq, "views-disagree", f"after #{seq}: guest structures say "
+                                 f"{(guest.heap_size, guest.used, guest.free)}, heap_stats() says {tuple(kernel_stats)}")
+            self.violations.append(disagree)
+            if self.writer is not None:
+                self.writer.batch([], b"", [disagree.to_json()])
         if self.writer is not None:
-            self._flush_violations()
             writer, self.writer = self.writer, None  # calls from the host after the run are not the trace's
             writer.close({"stop_reason": result.stop_reason.value, "exit_code": result.exit_code,
                           "instructions": result.instructions, "cycles": result.cycles,
-                          "live_blocks": self.heap.live_blocks, "live_bytes": self.heap.live_bytes})
-        return BootRun(result, LiveSequence(self.events), LiveSequence(self.checker.violations) if self.checker else (),
-                       views, self.machine, self)
+                          "live_blocks": live.live_blocks, "live_bytes": live.live_bytes})
+        return BootRun(result, self.events, LiveSequence(self.violations) if self.tracer.check else (), views,
+                       self.machine, self)
 
 
 def boot(

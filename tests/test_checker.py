@@ -1,37 +1,50 @@
-"""The heap checker on synthetic event sequences: each seeded bug is caught and named."""
+"""The native heap checks (emulator/heap/native/liveset.c) on synthetic event sequences: each
+seeded bug is caught and named."""
 
 from __future__ import annotations
 
 import pytest
 
-from emulator.heap.checker import HeapChecker
-from emulator.heap.event_view import EventHeap
+from emulator.heap.liveset import LiveSet
 from emulator.trace.events import AllocEvent
 
 pytestmark = pytest.mark.unit
 
 HEAP = (0x1000, 0x2000)
+CALLERS: dict[int, str] = {}  # return address -> name, as the tracer's site names give them
+
+
+def _ret(caller: str) -> int:
+    address = 0x40_0000 + 16 * len(CALLERS) if caller not in CALLERS.values() else next(
+        a for a, n in CALLERS.items() if n == caller)
+    CALLERS[address] = caller
+    return address
 
 
 def alloc(seq, size, align, result, caller="main+0x10"):
-    return AllocEvent(seq, "alloc", size, align, result=result, returned=True, caller=caller)
+    return AllocEvent(seq, "alloc", size, align, result=result, returned=True, caller=caller, return_address=_ret(caller))
 
 
 def dealloc(seq, ptr, size, align, caller="main+0x20"):
-    return AllocEvent(seq, "dealloc", size, align, ptr=ptr, returned=True, caller=caller)
+    return AllocEvent(seq, "dealloc", size, align, ptr=ptr, returned=True, caller=caller, return_address=_ret(caller))
 
 
 def realloc(seq, ptr, old, align, new, result, caller="main+0x30"):
-    return AllocEvent(seq, "realloc", new, align, ptr=ptr, old_size=old, result=result, returned=True, caller=caller)
+    return AllocEvent(seq, "realloc", new, align, ptr=ptr, old_size=old, result=result, returned=True, caller=caller,
+                      return_address=_ret(caller))
+
+
+class Checked:
+    def __init__(self, heap: LiveSet) -> None:
+        self.heap = heap
+        self.violations = heap.take_violations(HEAP)
 
 
 def run(events):
-    heap = EventHeap()
-    checker = HeapChecker(heap, HEAP)
+    heap = LiveSet.standalone(HEAP, name_of=lambda ret: CALLERS.get(ret, hex(ret)))
     for event in events:
-        checker.check(event)
         heap.apply(event)
-    return checker, heap
+    return Checked(heap), heap
 
 
 def kinds(checker):
@@ -93,18 +106,31 @@ def test_realloc_in_place_is_not_an_overlap_and_reuse_after_free_is_fine():
 
 def test_failed_allocation_is_not_live():
     checker, heap = run([AllocEvent(0, "alloc", 1 << 30, 8, result=0, returned=True)])
+    assert heap.counts == {"alloc": 1}
     assert checker.violations == [] and heap.live_blocks == 0
 
 
 def test_overlap_queries_stay_exact_after_live_blocks_overlapped():
     """The fast path (one neighbour) holds while live blocks are disjoint; after a bad allocator
     hands out overlapping blocks, queries walk back and still find every overlap."""
-    from emulator.heap.event_view import EventHeap, LiveBlock
-
-    heap = EventHeap()
-    heap._add(LiveBlock(0x1000, 0x100, 8, 0, "a"))
-    heap._add(LiveBlock(0x2000, 0x10, 8, 1, "b"))
+    _, heap = run([alloc(0, 0x100, 8, 0x1000, "a"), alloc(1, 0x10, 8, 0x2000, "b")])
     assert heap.overlapping(0x10F0, 0x20).seq == 0 and heap.overlapping(0x1100, 0x100) is None
-    heap._add(LiveBlock(0x1080, 0x10, 8, 2, "inside a"))  # overlaps a: no longer disjoint
+    heap.apply(alloc(2, 0x10, 8, 0x1080, "inside a"))  # overlaps a: no longer disjoint
+    assert [v.kind for v in heap.take_violations(HEAP)] == ["overlap"]
     assert heap.overlapping(0x10F0, 0x8).seq == 0  # found behind the later-starting block
     assert heap.overlapping(0x1100, 0x100) is None
+    assert [(b.ptr, b.caller) for b in heap.blocks()] == [(0x1000, "a"), (0x1080, "inside a"), (0x2000, "b")]
+    assert heap.get(0x1080).seq == 2 and heap.get(0x1081) is None
+
+
+def test_violations_past_the_cap_are_counted_not_kept():
+    from emulator.heap.checker import MAX_KEPT
+
+    heap = LiveSet.standalone(HEAP)
+    kept = []
+    for seq in range(MAX_KEPT + 5):
+        heap.apply(AllocEvent(seq, "dealloc", 8, 8, ptr=0x1800, returned=True))
+        if seq % 4096 == 0:
+            kept += heap.take_violations(HEAP)  # taken in batches, as the tracer does: the cap is per run
+    kept += heap.take_violations(HEAP)
+    assert len(kept) == MAX_KEPT and heap.dropped == 5 and kept[-1].seq == MAX_KEPT - 1

@@ -172,13 +172,13 @@ def cmd_step(args: argparse.Namespace) -> int:
         if run.result.stop_reason is not StopReason.EXIT:
             print(f"aeth-emu: stopped: {run.result.detail}; stepping through the {len(run.events)} events "
                   f"before it", file=sys.stderr)
-        events, image, code = list(run.events), boot.machine.image, run.exit_code
+        events, image, code, heap_at = run.events, boot.machine.image, run.exit_code, run.heap_at
     else:
-        events, image, code = list(trace.events), _trace_image(trace, source), 0
+        events, image, code, heap_at = trace.events, _trace_image(trace, source), 0, trace.heap_at
     view = None
     if image is not None:
         view = CodeView([(seg.vaddr, seg.data) for seg in image.segments if "x" in seg.flags], image.symbols)
-    stepper = Stepper(events, console, view)
+    stepper = Stepper(events, console, view, heap_at=heap_at)
     interactive = sys.stdin.isatty()
     prompt = (lambda: console.print("[dim](n)ext (p)rev (c)ontinue EXPR (g)o N (q)uit[/]", end=" ")) if interactive else None
     stepper.run((line.rstrip("\n") for line in sys.stdin), prompt)

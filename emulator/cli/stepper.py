@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
@@ -22,6 +22,7 @@ from rich.text import Text
 from emulator.heap.event_view import EventHeap
 from emulator.image.symbols import SymbolTable
 from emulator.trace.events import KINDS, AllocEvent
+from emulator.trace.freelists import HeapAt
 
 MAP_CELLS = 64
 _COMPARE = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "=": operator.eq, "==": operator.eq,
@@ -103,26 +104,35 @@ class CodeView:
 
 
 class Stepper:
-    def __init__(self, events: list[AllocEvent], console: Console, code: CodeView | None = None,
-                 heap_range: tuple[int, int] | None = None) -> None:
+    def __init__(self, events: Sequence[AllocEvent], console: Console, code: CodeView | None = None,
+                 heap_range: tuple[int, int] | None = None, heap_at: Callable[[int], HeapAt] | None = None) -> None:
         self.events = events
         self.console = console
         self.code = code
         self.heap_range = heap_range
+        self.heap_at = heap_at  # seq -> the heap after it (the guest's free list then)
         self.position = -1
         self.plain = not console.is_terminal
+        self._replayed: tuple[int, EventHeap] = (-1, EventHeap())
 
     # -- state at a position ---------------------------------------------------------------
 
     def _heap_at(self, position: int) -> EventHeap:
-        heap = EventHeap()
-        for event in self.events[: position + 1]:
+        """The live blocks after `position`: replayed forward from the last position shown."""
+        at, heap = self._replayed
+        if position < at:
+            at, heap = -1, EventHeap()
+        for event in self.events[at + 1 : position + 1]:
             heap.apply(event)
+        self._replayed = (position, heap)
         return heap
 
-    def heap_map(self, heap: EventHeap, event: AllocEvent) -> str:
+    def _free_list(self, event: AllocEvent) -> tuple[tuple[int, int], ...]:
+        return self.heap_at(event.seq).free_list if self.heap_at is not None else event.heap.free_list
+
+    def heap_map(self, heap: EventHeap, free_list) -> str:
         """One row of cells over the heap's touched span: `#` used, `.` free-list, space neither."""
-        free = list(event.heap.free_list)
+        free = list(free_list)
         used = [(b.ptr, b.ptr + max(b.size, 1)) for b in heap.blocks()]
         if not used and not free:
             return "(heap empty)"
@@ -149,19 +159,20 @@ class Stepper:
             timing += f"  cycles {event.cycles_entry}" + (f"..{event.cycles_return}" if event.cycles_return else "")
         code = self.code.around(event.call_site) if self.code else []
         stats = event.heap
+        free_blocks = self._free_list(event)
         stat_line = (f"live {stats.live_blocks} blocks / {stats.live_bytes} bytes (events)"
                      + (f"; guest used {stats.used} free {stats.free} in {stats.free_blocks} free blocks"
                         if stats.used is not None else ""))
-        free_list = ", ".join(f"0x{a:x}+{s}" for a, s in event.heap.free_list[:8])
-        if len(event.heap.free_list) > 8:
-            free_list += f", … ({stats.free_blocks} in all)"
-        if not free_list:  # traces of version 2 carry the list's summary, not the list itself
+        free_list = ", ".join(f"0x{a:x}+{s}" for a, s in free_blocks[:8])
+        if len(free_blocks) > 8:
+            free_list += f", … ({len(free_blocks)} in all)"
+        if not free_list:
             count = stats.free_blocks
             free_list = f"{count} block{'' if count == 1 else 's'} (not recorded per event)" if count else "(none)"
         if self.plain:
             out = [header, f"  {timing}", "  backtrace: " + " <- ".join(event.backtrace)]
             out += [("  => " if here else "     ") + line for here, line in code]
-            out += [f"  heap: {self.heap_map(heap, event)}", f"  free list: {free_list}", f"  stats: {stat_line}"]
+            out += [f"  heap: {self.heap_map(heap, free_blocks)}", f"  free list: {free_list}", f"  stats: {stat_line}"]
             self.console.print("\n".join(out), markup=False, highlight=False, soft_wrap=True)
             return
         table = Table.grid(padding=(0, 1))
@@ -169,7 +180,7 @@ class Stepper:
         table.add_row(Text("backtrace: " + " <- ".join(event.backtrace)))
         for here, line in code:
             table.add_row(Text(("=> " if here else "   ") + line, style="bold yellow" if here else ""))
-        table.add_row(Text("heap " + self.heap_map(heap, event), style="cyan"))
+        table.add_row(Text("heap " + self.heap_map(heap, free_blocks), style="cyan"))
         table.add_row(Text("free list: " + free_list))
         table.add_row(Text(stat_line, style="green"))
         self.console.print(Panel(table, title=header, title_align="left"))

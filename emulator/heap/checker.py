@@ -1,92 +1,59 @@
-"""Heap invariant checks, event by event (`--check`).
+"""Heap invariant violations (`--check`) and their messages.
 
-Each check compares what the guest's allocator did with what the allocation API promises:
+The checks run in native code after every allocator call (emulator/heap/native/liveset.c):
 a result is aligned, inside the heap and disjoint from every live block; a block is given
-back once, by a live pointer, with the size and alignment it was allocated with.
+back once, by a live pointer, with the size and alignment it was allocated with; and the
+guest's own free list is well formed (emulator/heap/native/guestwalk.c). Here a native
+violation record becomes a `Violation` with a message naming the call sites involved.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from emulator.heap.event_view import EventHeap
-from emulator.trace.events import AllocEvent
-
-MAX_KEPT = 10_000  # violations kept (and written to a trace) per run
+MAX_KEPT = 10_000  # violations kept (and written to a trace) per run; past it they are only counted
+# liveset.h's V_* codes, in order
+CODES = ("misaligned", "outside-heap", "overlap", "double-free", "invalid-free", "size-mismatch", "guest-heap")
 
 
 @dataclass(frozen=True)
 class Violation:
     seq: int
-    kind: str  # "misaligned", "outside-heap", "overlap", "double-free", "invalid-free", "size-mismatch", "guest-heap", "views-disagree"
+    kind: str  # one of CODES, or "views-disagree" (the end-of-run views, emulator/api.py)
     message: str
 
     def to_json(self) -> dict:
         return {"seq": self.seq, "kind": self.kind, "message": self.message}
 
 
-class HeapChecker:
-    """Feed every event, in call order, before it is applied to `heap`."""
-
-    def __init__(self, heap: EventHeap, heap_range: tuple[int, int] | None = None) -> None:
-        self.heap = heap
-        self.heap_range = heap_range  # [start, end) when the kernel's heap is known
-        self.violations: list[Violation] = []
-        self.dropped = 0  # violations past MAX_KEPT, counted only
-        self._freed: dict[int, AllocEvent] = {}  # pointer -> the dealloc that freed it last
-
-    def _report(self, event: AllocEvent, kind: str, message: str) -> None:
-        if len(self.violations) >= MAX_KEPT:
-            self.dropped += 1  # a guest that breaks a rule for ever must not grow memory for ever
-            return
-        self.violations.append(Violation(event.seq, kind, message))
-
-    def check(self, event: AllocEvent) -> None:
-        if event.kind in ("dealloc", "realloc"):
-            self._check_release(event)
-        if event.allocates:
-            self._check_result(event)
-
-    def _check_release(self, event: AllocEvent) -> None:
-        if event.kind == "realloc" and not (event.returned and event.result):
-            return  # a failed realloc leaves the old block alone
-        ptr = event.ptr or 0
-        size = event.size if event.kind == "dealloc" else event.old_size
-        block = self.heap.get(ptr)
-        if block is None:
-            earlier = self._freed.get(ptr)
-            if earlier is not None:
-                self._report(event, "double-free",
-                             f"#{event.seq} {event.kind} of 0x{ptr:x} from {event.caller}: already freed by "
-                             f"#{earlier.seq} from {earlier.caller}")
-            else:
-                self._report(event, "invalid-free",
-                             f"#{event.seq} {event.kind} of 0x{ptr:x} from {event.caller}: not a live block")
-            return
-        if (block.size, block.align) != (size, event.align):
-            self._report(event, "size-mismatch",
-                         f"#{event.seq} {event.kind} of 0x{ptr:x} from {event.caller} with size {size} align "
-                         f"{event.align}, but #{block.seq} from {block.caller} allocated size {block.size} "
-                         f"align {block.align}")
-        self._freed[ptr] = event
-
-    def _check_result(self, event: AllocEvent) -> None:
-        ptr = event.result or 0
-        self._freed.pop(ptr, None)
-        if event.align and ptr % event.align:
-            self._report(event, "misaligned", f"#{event.seq} {event.kind} returned 0x{ptr:x}, not aligned to {event.align}")
-        if self.heap_range is not None:
-            start, end = self.heap_range
-            if not (start <= ptr and ptr + event.size <= end):
-                self._report(event, "outside-heap",
-                             f"#{event.seq} {event.kind} returned [0x{ptr:x}, 0x{ptr + event.size:x}), outside the "
-                             f"heap [0x{start:x}, 0x{end:x})")
-        other = self.heap.overlapping(ptr, event.size)
-        if other is not None and not (event.kind == "realloc" and other.ptr == event.ptr):
-            self._report(event, "overlap",
-                         f"#{event.seq} {event.kind} from {event.caller} returned [0x{ptr:x}, 0x{ptr + event.size:x}), "
-                         f"which overlaps live block [0x{other.ptr:x}, 0x{other.ptr + other.size:x}) from "
-                         f"#{other.seq} {other.caller}")
-
-    def guest_problem(self, event: AllocEvent, message: str, kind: str = "guest-heap") -> None:
-        self._report(event, kind, f"after #{event.seq}: {message}")
+def describe(record: dict[str, int], kind: str, name_of: Callable[[int], str], heap_range: tuple[int, int] | None,
+             problems: dict[int, str]) -> Violation:
+    """The violation a native record (native.VIOLATION_FIELDS) describes; `kind` is the event's kind,
+    `name_of` names a return address's call site."""
+    r = record
+    code = CODES[r["code"]]
+    seq, ptr, size, align = r["seq"], r["ptr"], r["size"], r["align"]
+    caller = name_of(r["ret"])
+    if code == "double-free":
+        text = (f"#{seq} {kind} of 0x{ptr:x} from {caller}: already freed by #{r['other_seq']} from "
+                f"{name_of(r['other_ret'])}")
+    elif code == "invalid-free":
+        text = f"#{seq} {kind} of 0x{ptr:x} from {caller}: not a live block"
+    elif code == "size-mismatch":
+        text = (f"#{seq} {kind} of 0x{ptr:x} from {caller} with size {size} align {align}, but "
+                f"#{r['other_seq']} from {name_of(r['other_ret'])} allocated size {r['other_size']} "
+                f"align {r['other_align']}")
+    elif code == "misaligned":
+        text = f"#{seq} {kind} returned 0x{ptr:x}, not aligned to {align}"
+    elif code == "outside-heap":
+        start, end = heap_range or (0, 0)
+        text = (f"#{seq} {kind} returned [0x{ptr:x}, 0x{ptr + size:x}), outside the heap "
+                f"[0x{start:x}, 0x{end:x})")
+    elif code == "overlap":
+        other = r["other_ptr"]
+        text = (f"#{seq} {kind} from {caller} returned [0x{ptr:x}, 0x{ptr + size:x}), which overlaps live block "
+                f"[0x{other:x}, 0x{other + r['other_size']:x}) from #{r['other_seq']} {name_of(r['other_ret'])}")
+    else:  # guest-heap: other_seq holds the problem's bit
+        text = f"after #{seq}: {problems.get(r['other_seq'], 'the guest heap is damaged')}"
+    return Violation(seq, code, text)

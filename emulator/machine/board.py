@@ -83,7 +83,7 @@ class Machine:
         self.config = config
         self.memory = PhysicalMemory(config.memory_mib, firmware)
         self._on_serial = on_serial
-        self._instruments = kernel_instruments  # e.g. the tracer: hooks wanted on the kernel's CPU
+        self.kernel_instruments = list(kernel_instruments)  # e.g. the tracer: hooks wanted on the kernel's CPU
         self._serial = bytearray()
         self._stop: Stop | None = None
         self._lock = threading.Lock()
@@ -194,7 +194,7 @@ class Machine:
         cpu.write(uc, "eflags", regs["eflags"])
         self.uc = uc
         self.accounting = self._account(uc)
-        for instrument in self._instruments:
+        for instrument in self.kernel_instruments:
             instrument(uc)
         if self.config.max_insns is not None:
             self.accounting.set_budget(max(self.config.max_insns - self.firmware_instructions, 0))

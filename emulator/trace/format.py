@@ -20,6 +20,7 @@ from typing import IO, Any, BinaryIO
 from emulator.errors import OutputError, TraceFormatError
 from emulator.trace import schema
 from emulator.trace.events import AllocEvent
+from emulator.trace.freelists import FreeListHistory, HeapAt
 
 FORMAT = "aeth-trace"
 FORMAT_VERSION = 2
@@ -33,6 +34,20 @@ class Trace:
     events: tuple[AllocEvent, ...]
     end: dict[str, Any] | None = None
     violations: tuple[dict[str, Any], ...] = field(default=())
+    free_lists: FreeListHistory = field(default_factory=FreeListHistory, repr=False, compare=False)
+    changes_after: dict[int, int] = field(default_factory=dict, repr=False, compare=False)  # seq -> changes
+
+    def heap_at(self, seq: int) -> HeapAt:
+        """The heap right after event `seq` (its free list: version 2 rebuilds it from the changes,
+        version 1 has the first entries on every line)."""
+        event = self.events[seq] if 0 <= seq < len(self.events) and self.events[seq].seq == seq else next(
+            (e for e in self.events if e.seq == seq), None)
+        if event is None:
+            raise IndexError(f"no event #{seq} in this trace")
+        h = event.heap
+        free_list = self.free_lists.after(self.changes_after[seq]) if seq in self.changes_after else h.free_list
+        return HeapAt(seq, self.header.get("allocator"), None, h.used, h.free, h.free_blocks, free_list, (),
+                      h.live_blocks, h.live_bytes)
 
 
 class TraceWriter:
@@ -43,7 +58,7 @@ class TraceWriter:
         self.path = Path(path)
         self.error: OSError | None = None
         self._named: set[int] = set()  # return addresses whose `site` record is written
-        self._pending: list[str] = []
+        self._pending: list[bytes] = []  # whole lines, each ending in a newline
         try:
             self._raw: IO[bytes] = open(self.path, "wb")
         except OSError as exc:
@@ -57,7 +72,7 @@ class TraceWriter:
         self.flush()
 
     def _line(self, record: Any) -> None:
-        self._pending.append(json.dumps(record, separators=(",", ":")))
+        self._pending.append(json.dumps(record, separators=(",", ":")).encode("utf-8") + b"\n")
 
     def event(self, event: AllocEvent) -> None:
         frames = event.frames
@@ -75,12 +90,25 @@ class TraceWriter:
     def violation(self, record: dict[str, Any]) -> None:
         self._line({"violation": record})
 
+    def batch(self, sites: list[tuple[int, int, str]], text: bytes, violations: list[dict[str, Any]]) -> None:
+        """A batch the native tracer wrote: its new `site` records first (its events name them),
+        then its event lines, then its violations; flushed as one whole."""
+        for address, call, name in sites:
+            if address not in self._named:
+                self._named.add(address)
+                self._line({"site": [address, call, name]})
+        if text:
+            self._pending.append(text)
+        for record in violations:
+            self.violation(record)
+        self.flush()
+
     def flush(self) -> None:
         """Write what is pending as whole lines (one zstd frame) and push it to the file."""
         if self.error is not None or not self._pending:
             self._pending.clear()
             return
-        data = ("\n".join(self._pending) + "\n").encode("utf-8")
+        data = b"".join(self._pending)
         self._pending.clear()
         try:
             if self._zstd is not None:
@@ -174,6 +202,7 @@ def _lines(stream: BinaryIO, name: str):
 
 def _read(stream: BinaryIO, name: str) -> Trace:
     head, events, violations, end, sites = None, [], [], None, {}
+    free_lists, changes_after, listed = FreeListHistory(), {}, 0  # listed: the free list's length now
     for number, text, whole in _lines(stream, name):
         if not text.strip():
             continue  # blank lines (e.g. trailing ones) carry nothing
@@ -187,10 +216,16 @@ def _read(stream: BinaryIO, name: str) -> Trace:
         if head is None:
             head = schema.header(where, record, FORMAT, READS)
             continue
-        if head["version"] == 2 and isinstance(record, dict) and record.keys() == {"e", "h"}:
-            events.append(schema.event_v2(where, record["e"], record["h"], sites))
+        if head["version"] == 2 and isinstance(record, dict) and record.keys() in ({"e", "h"}, {"e", "h", "f"}):
+            event = schema.event_v2(where, record["e"], record["h"], sites)
+            if "f" in record:
+                keep, drop, entries = schema.free_list_change(where, record["f"], listed)
+                free_lists.add(keep, drop, entries)
+                listed += len(entries) // 2 - drop
+            events.append(event)
+            changes_after[event.seq] = len(free_lists)
             continue
-        keys = "event, violation or end" if head["version"] == 1 else "e and h, site, violation or end"
+        keys = "event, violation or end" if head["version"] == 1 else "e and h (and f), site, violation or end"
         if not isinstance(record, dict) or len(record) != 1:
             raise TraceFormatError(f"{where}: a record must be an object with the keys {keys}")
         (key, body), = record.items()
@@ -208,7 +243,7 @@ def _read(stream: BinaryIO, name: str) -> Trace:
     if head is None:
         raise TraceFormatError(f"{name} is empty, not a trace")
     events.sort(key=lambda e: e.seq)
-    return Trace(head, tuple(events), end, tuple(violations))
+    return Trace(head, tuple(events), end, tuple(violations), free_lists, changes_after)
 
 
 def _short(text: str) -> str:

@@ -221,3 +221,16 @@ def event_v2(where: str, data: Any, heap: Any, sites: dict[int, tuple[int | None
                        free_blocks=h.count("free_blocks", nullable=True), live_blocks=h.count("live_blocks", 0),
                        live_bytes=h.count("live_bytes", 0)),
     )
+
+
+def free_list_change(where: str, data: Any, listed: int) -> tuple[int, int, list[int]]:
+    """A v2 event's `f`: [keep, drop, [address, size, ...]] against a free list of `listed` entries."""
+    if not (isinstance(data, list) and len(data) == 3 and isinstance(data[2], list)):
+        raise TraceFormatError(f"{where}: f must be [keep, drop, [address, size, ...]], not {_show(data)}")
+    keep, drop, entries = data
+    numbers = [keep, drop, *entries]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= U64 for n in numbers):
+        raise TraceFormatError(f"{where}: f must hold whole numbers from 0 to 2^64-1")
+    if len(entries) % 2 or keep + drop > listed or listed - drop + len(entries) // 2 > MAX_FREE_LIST:
+        raise TraceFormatError(f"{where}: f changes entries the free list does not have ({listed} entries)")
+    return keep, drop, entries

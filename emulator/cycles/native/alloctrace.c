@@ -8,18 +8,21 @@
  * model's clock, before the entry's first instruction and before the instruction at the return
  * address (the model counts a block when it starts; cm_stamp takes back the rest of it).
  *
- * After every call returns, the guest's own heap (our kernel's LockedAllocator, when Python
- * configured one) is summarised: used, free, free blocks and whether the free list is well
- * formed, walked here through the guest's page tables over the host's copy of guest RAM.
- *
- * Finished calls go into a growable buffer that Python drains in batches (when it holds
- * `batch` events, at stops and at the end), never per event. Python configures, drains and
- * turns records into events (emulator/trace/native.py). */
+ * Everything per call happens here, none of it in Python: after a call returns, the guest's own
+ * heap is walked and its free list's change recorded (heap/native/guestwalk.c), the call is
+ * checked and applied to the live blocks (heap/native/liveset.c), and its trace line is written
+ * (trace/native/v2lines.c). Finished calls go into a growable buffer that Python drains in
+ * batches (when it holds `batch` calls, at stops and at the end), with the batch's trace text,
+ * free-list changes, violations and the addresses it has not named yet (emulator/trace/tracer.py). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "../../heap/native/guestwalk.h"
+#include "../../heap/native/liveset.h"
+#include "../../trace/native/v2lines.h"
 
 typedef void uc_engine;
 typedef int (*uc_reg_rw_t)(uc_engine *, int, void *);
@@ -44,15 +47,13 @@ int cm_stamp(void *model, uint64_t pc, uint64_t *insns, uint64_t *mc);
 #define UC_CTL_TB_REMOVE_CACHE_W ((1 << 30) | (2 << 26) | 9)
 
 #define MAX_ENTRIES 8
+#define MAX_KINDS 8
 #define MAX_PENDING 64
 #define MAX_DEPTH 64
 #define NO_VECTOR UINT64_MAX
+#define NO_SLOT 255
 
-enum { K_ALLOC, K_DEALLOC, K_REALLOC, K_ALLOC_ZEROED, K_ALLOC_ERROR };
 enum { F_RETURNED = 1, F_HOST_CALL = 2 };
-enum { H_NONE, H_BUMP, H_LINKED_LIST, H_UNKNOWN };
-enum { P_CYCLE = 1, P_TOO_LONG = 2, P_UNMAPPED = 4, P_OUTSIDE = 8, P_BAD_SIZE = 16, P_OVERLAP = 32, P_BUMP_NEXT = 64,
-       P_KIND = 128 };
 
 /* One allocator call. All fields u64 so Python unpacks it with one struct format. */
 typedef struct {
@@ -65,10 +66,15 @@ typedef struct {
     uint64_t bt_at, bt_len;           /* outer return addresses, in the backtrace array */
     uint64_t vector;                  /* interrupt in progress (none yet: NO_VECTOR) */
     uint64_t heap_kind, heap_size, heap_used, heap_free, heap_blocks, heap_problems, heap_largest;
+    uint64_t live_blocks, live_bytes; /* the event view after this call */
+    uint64_t changes;                 /* free-list changes recorded up to and with this call's walk */
 } at_event;
 
 typedef struct at_tracer at_tracer;
 typedef struct { at_tracer *t; uint64_t kind, address; } at_entry;
+typedef struct { uint64_t *slots; size_t n, cap; } addrset; /* open-addressed, address + 1; 0 = empty */
+/* where a kind's ptr, size, align and old_size are among rdi, rsi, rdx, rcx (NO_SLOT: it has none) */
+typedef struct { uint8_t ptr, size, align, old_size; char name[24]; } kind_spec;
 
 struct at_tracer {
     void *model;
@@ -78,9 +84,11 @@ struct at_tracer {
     uc_ctl_t ctl;
     void *hook_return_fn;
     uint64_t host_return;             /* the return address of calls made from the host */
+    uint64_t insn_base;               /* instructions before this CPU instance (the firmware's) */
     uint32_t depth;                   /* backtrace frames to record (1 = the call site only) */
     at_entry entries[MAX_ENTRIES];
     int nentries;
+    kind_spec kinds[MAX_KINDS];
     at_event pending[MAX_PENDING];
     int npending;
     uint64_t seq;
@@ -88,14 +96,17 @@ struct at_tracer {
     size_t nevents, cap_events, batch;
     uint64_t *frames;
     size_t nframes, cap_frames;
-    uint64_t *sites;                  /* open-addressed set of return addresses with a hook */
-    size_t nsites, cap_sites;
+    addrset hooked;                   /* return addresses with a hook */
+    addrset named;                    /* addresses handed to Python to name */
+    uint64_t *unnamed;                /* ... of which these are new since the last drain */
+    size_t nunnamed, cap_unnamed;
     batch_cb_t on_batch;
     int error;
-    /* the guest heap to summarise (our kernel's LockedAllocator) */
-    uint64_t alloc_va, heap_lo, heap_hi, min_block;
-    uint8_t *ram;
-    uint64_t ram_size;
+    guestwalk *walker;                /* our kernel's heap, when Python configured it */
+    uint64_t changes_before;          /* free-list changes drained before the walker's buffer */
+    liveset *live;
+    v2_buffer text;
+    int write_text;
 };
 
 static int grow(void **buf, size_t *cap, size_t need, size_t item) {
@@ -119,138 +130,96 @@ static int read_u64(at_tracer *t, uc_engine *uc, uint64_t va, uint64_t *out) {
     return t->vmem_read(uc, va, UC_PROT_READ, out, 8) == 0 ? 0 : -1;
 }
 
-/* ---- the guest heap, read from host RAM through the guest's page tables ---------------- */
+/* ---- address sets ---------------------------------------------------------------------------- */
 
-typedef struct { uint64_t cr3, page_va[16], page_pa[16]; int paging; } walk_t;
+static int set_has(const addrset *s, uint64_t address) {
+    if (!s->cap) return 0;
+    for (size_t i = (address * 0x9E3779B97F4A7C15ull) & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
+        if (s->slots[i] == address + 1) return 1;
+        if (!s->slots[i]) return 0;
+    }
+}
 
-static int phys_u64(at_tracer *t, uint64_t pa, uint64_t *out) {
-    if (pa + 8 > t->ram_size || pa + 8 < pa) return -1;
-    memcpy(out, t->ram + pa, 8);
+static int set_add(addrset *s, uint64_t address) {
+    if ((s->n + 1) * 2 > s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 256, oldcap = s->cap;
+        uint64_t *old = s->slots, *fresh = calloc(cap, sizeof *fresh);
+        if (!fresh) return -1;
+        s->slots = fresh;
+        s->cap = cap;
+        s->n = 0;
+        for (size_t i = 0; i < oldcap; i++) if (old[i]) set_add(s, old[i] - 1);
+        free(old);
+    }
+    size_t i = (address * 0x9E3779B97F4A7C15ull) & (s->cap - 1);
+    while (s->slots[i]) i = (i + 1) & (s->cap - 1);
+    s->slots[i] = address + 1;
+    s->n++;
     return 0;
 }
 
-static int translate(at_tracer *t, walk_t *w, uint64_t va, uint64_t *pa) {
-    if (!w->paging) { *pa = va; return 0; }
-    uint64_t page = va >> 12, slot = page & 15;
-    if (w->page_va[slot] == page + 1) { *pa = w->page_pa[slot] | (va & 0xFFF); return 0; }
-    uint64_t table = w->cr3 & 0x000FFFFFFFFFF000ull, e = 0;
-    for (int level = 0; level < 4; level++) {
-        int shift = 39 - 9 * level;
-        if (phys_u64(t, table + ((va >> shift) & 0x1FF) * 8, &e) || !(e & 1)) return -1;
-        if (level == 3 || (level > 0 && (e & 0x80))) {
-            uint64_t size = 1ull << shift;
-            uint64_t base = e & 0x000FFFFFFFFFF000ull & ~(size - 1);
-            *pa = base | (va & (size - 1));
-            w->page_va[slot] = page + 1;
-            w->page_pa[slot] = *pa & ~0xFFFull;
-            return 0;
-        }
-        table = e & 0x000FFFFFFFFFF000ull;
-    }
-    return -1;
+static void name_later(at_tracer *t, uint64_t address) {
+    if (set_has(&t->named, address)) return;
+    if (set_add(&t->named, address) ||
+        grow((void **)&t->unnamed, &t->cap_unnamed, t->nunnamed + 1, sizeof *t->unnamed)) { t->error = 1; return; }
+    t->unnamed[t->nunnamed++] = address;
 }
 
-static int virt_u64(at_tracer *t, walk_t *w, uint64_t va, uint64_t *out) {
-    uint64_t pa;
-    if ((va & 0xFFF) > 0xFF8) return -1; /* our structures never straddle a page */
-    return translate(t, w, va, &pa) || phys_u64(t, pa, out) ? -1 : 0;
-}
+/* ---- one finished call: walk, check, write ---------------------------------------------------- */
 
-/* used, free, free blocks and problems of our kernel's allocator (docs/kernel-structures.md). */
-static void summarise_heap(at_tracer *t, uc_engine *uc, at_event *e) {
-    e->heap_kind = H_NONE;
-    if (!t->alloc_va || !t->ram) return;
-    walk_t w;
-    memset(&w, 0, sizeof w);
-    w.paging = (reg(t, uc, UC_X86_REG_CR0) >> 31) & 1;
-    w.cr3 = reg(t, uc, UC_X86_REG_CR3);
-    uint64_t kind, v[4];
-    if (virt_u64(t, &w, t->alloc_va + 8, &kind)) return;
-    uint64_t inner = t->alloc_va + 16;
-    if (kind == 0) { /* BumpAllocator { heap_start, heap_end, next, allocations } */
-        for (int i = 0; i < 4; i++) if (virt_u64(t, &w, inner + 8 * (uint64_t)i, &v[i])) return;
-        e->heap_kind = H_BUMP;
-        if (v[0] == 0 && v[1] == 0) return;
-        if (!(v[0] <= v[2] && v[2] <= v[1])) { e->heap_problems |= P_BUMP_NEXT; return; }
-        e->heap_size = v[1] - v[0];
-        e->heap_used = v[2] - v[0];
-        e->heap_free = v[1] - v[2];
-        e->heap_blocks = e->heap_free ? 1 : 0;
-        e->heap_largest = e->heap_free;
-        return;
-    }
-    if (kind != 1) { e->heap_kind = H_UNKNOWN; e->heap_problems |= P_KIND; return; }
-    /* LinkedListAllocator { head: ListNode { size, next } }: first fit, address order is not
-     * promised, so overlap is checked against the previous node only when it is in order. */
-    e->heap_kind = H_LINKED_LIST;
-    e->heap_size = t->heap_hi - t->heap_lo;
-    uint64_t node = 0, free = 0, blocks = 0, largest = 0, limit = (t->heap_hi - t->heap_lo) / t->min_block + 1;
-    uint64_t prev_lo = 0, prev_hi = 0;
-    if (virt_u64(t, &w, inner + 8, &node)) { e->heap_problems |= P_UNMAPPED; return; }
-    uint64_t slow = node; /* Floyd: a cycle is found without remembering the nodes */
-    int step = 0;
-    while (node) {
-        uint64_t size, next;
-        if (blocks > limit) { e->heap_problems |= P_TOO_LONG; break; }
-        if (virt_u64(t, &w, node, &size) || virt_u64(t, &w, node + 8, &next)) { e->heap_problems |= P_UNMAPPED; break; }
-        if (node < t->heap_lo || node + size > t->heap_hi || node + size < node) e->heap_problems |= P_OUTSIDE;
-        if (size < t->min_block || size % 8) e->heap_problems |= P_BAD_SIZE;
-        if (prev_hi && node < prev_hi && node + size > prev_lo) e->heap_problems |= P_OVERLAP; /* list neighbours */
-        prev_lo = node;
-        prev_hi = node + size > node ? node + size : node;
-        free += size;
-        blocks++;
-        if (size > largest) largest = size;
-        node = next;
-        if (step++ & 1) {
-            uint64_t s2 = 0;
-            if (virt_u64(t, &w, slow + 8, &s2)) break;
-            slow = s2;
-            if (slow && slow == node) { e->heap_problems |= P_CYCLE; break; }
-        }
-    }
-    if (free > e->heap_size) { e->heap_problems |= P_OVERLAP; free = e->heap_size; } /* blocks counted twice */
-    e->heap_free = free;
-    e->heap_used = e->heap_size - free;
-    e->heap_blocks = blocks;
-    e->heap_largest = largest;
-}
+static uint64_t slot(const uint64_t *regs, uint8_t i) { return i == NO_SLOT ? 0 : regs[i]; }
 
-/* ---- calls and returns ------------------------------------------------------------------- */
+static void write_line(at_tracer *t, const at_event *e, const kind_spec *k, const gw_change *change) {
+    const uint64_t regs[4] = {e->a0, e->a1, e->a2, e->a3};
+    int returned = (e->flags & F_RETURNED) != 0, known = returned && (e->heap_kind == H_BUMP || e->heap_kind == H_LINKED_LIST);
+    v2_field f[V2_EVENT_FIELDS] = {
+        {e->seq, 1}, {0, 0}, {slot(regs, k->size), 1}, {slot(regs, k->align), 1},
+        {slot(regs, k->ptr), k->ptr != NO_SLOT}, {slot(regs, k->old_size), k->old_size != NO_SLOT},
+        {e->result, returned && e->kind != LK_DEALLOC}, {(uint64_t)returned, 1},
+        {t->insn_base + e->insn_entry, 1}, {t->insn_base + e->insn_return, returned},
+        {e->mc_entry / 1000, 1}, {e->mc_return / 1000, returned}, {e->ret, 1}, {e->depth, 1},
+    };
+    v2_field h[V2_HEAP_FIELDS] = {
+        {e->heap_used, known}, {e->heap_free, known}, {e->heap_blocks, known}, {e->live_blocks, 1}, {e->live_bytes, 1},
+    };
+    uint64_t c[3];
+    if (change) { c[0] = change->keep; c[1] = change->drop; c[2] = change->len; }
+    v2_event(&t->text, f, k->name, t->frames + e->bt_at, e->bt_len, h, change ? c : NULL,
+             change ? gw_entries(t->walker) + 2 * change->at : NULL);
+}
 
 static void emit(at_tracer *t, uc_engine *uc, at_event *e) {
     if (grow((void **)&t->events, &t->cap_events, t->nevents + 1, sizeof *e)) { t->error = 1; return; }
-    if (uc) summarise_heap(t, uc, e);
+    const kind_spec *k = &t->kinds[e->kind < MAX_KINDS ? e->kind : 0];
+    const gw_change *change = NULL;
+    if (uc && t->walker) {
+        gw_summary s;
+        size_t before = gw_nchanges(t->walker);
+        if (gw_walk(t->walker, reg(t, uc, UC_X86_REG_CR0), reg(t, uc, UC_X86_REG_CR3), e->seq, &s)) t->error = 1;
+        if (gw_nchanges(t->walker) > before) change = &gw_changes(t->walker)[before];
+        e->heap_kind = s.kind; e->heap_size = s.size; e->heap_used = s.used; e->heap_free = s.free;
+        e->heap_blocks = s.blocks; e->heap_problems = s.problems; e->heap_largest = s.largest;
+    }
+    e->changes = t->changes_before + (t->walker ? gw_nchanges(t->walker) : 0);
+    const uint64_t regs[4] = {e->a0, e->a1, e->a2, e->a3};
+    int returned = (e->flags & F_RETURNED) != 0;
+    ls_call c = {e->seq, e->kind, (uint64_t)returned, slot(regs, k->ptr), slot(regs, k->size),
+                 slot(regs, k->old_size), slot(regs, k->align), returned ? e->result : 0, e->ret};
+    if (ls_apply(t->live, &c)) t->error = 1;
+    if (returned && e->heap_problems)
+        for (uint64_t bit = 1; bit <= e->heap_problems; bit <<= 1)
+            if (e->heap_problems & bit) ls_guest_problem(t->live, &c, bit);
+    const ls_stats *st = ls_stats_of(t->live);
+    e->live_blocks = st->live_blocks;
+    e->live_bytes = st->live_bytes;
+    name_later(t, e->ret);
+    for (uint64_t i = 0; i < e->bt_len; i++) name_later(t, t->frames[e->bt_at + i]);
+    if (t->write_text) write_line(t, e, k, change);
     t->events[t->nevents++] = *e;
     if (t->on_batch && t->nevents >= t->batch) t->on_batch();
 }
 
-static int site_known(at_tracer *t, uint64_t address) {
-    if (!t->cap_sites) return 0;
-    for (size_t i = (address * 0x9E3779B97F4A7C15ull) & (t->cap_sites - 1);; i = (i + 1) & (t->cap_sites - 1)) {
-        if (t->sites[i] == address + 1) return 1;
-        if (!t->sites[i]) return 0;
-    }
-}
-
-static int site_add(at_tracer *t, uint64_t address) {
-    if ((t->nsites + 1) * 2 > t->cap_sites) {
-        size_t cap = t->cap_sites ? t->cap_sites * 2 : 256;
-        uint64_t *old = t->sites, *fresh = calloc(cap, sizeof *fresh);
-        if (!fresh) return -1;
-        size_t oldcap = t->cap_sites;
-        t->sites = fresh;
-        t->cap_sites = cap;
-        t->nsites = 0;
-        for (size_t i = 0; i < oldcap; i++) if (old[i]) site_add(t, old[i] - 1);
-        free(old);
-    }
-    size_t i = (address * 0x9E3779B97F4A7C15ull) & (t->cap_sites - 1);
-    while (t->sites[i]) i = (i + 1) & (t->cap_sites - 1);
-    t->sites[i] = address + 1;
-    t->nsites++;
-    return 0;
-}
+/* ---- calls and returns ------------------------------------------------------------------- */
 
 static void hook_return(uc_engine *uc, uint64_t address, uint32_t size, void *user);
 
@@ -282,12 +251,12 @@ static void hook_entry(uc_engine *uc, uint64_t address, uint32_t size, void *use
         rbp = saved;
     }
     e.bt_len = t->nframes - e.bt_at;
-    if (e.kind == K_ALLOC_ERROR) { emit(t, uc, &e); return; } /* diverges: no return to wait for */
+    if (e.kind == LK_ALLOC_ERROR) { emit(t, uc, &e); return; } /* diverges: no return to wait for */
     if (t->npending == MAX_PENDING) { t->error = 2; return; }
     t->pending[t->npending++] = e;
-    if (e.ret && !(e.flags & F_HOST_CALL) && !site_known(t, e.ret)) {
+    if (e.ret && !(e.flags & F_HOST_CALL) && !set_has(&t->hooked, e.ret)) {
         size_t handle = 0;
-        if (site_add(t, e.ret) || t->hook_add(uc, &handle, UC_HOOK_CODE, t->hook_return_fn, t, e.ret, e.ret)) {
+        if (set_add(&t->hooked, e.ret) || t->hook_add(uc, &handle, UC_HOOK_CODE, t->hook_return_fn, t, e.ret, e.ret)) {
             t->error = 3;
             return;
         }
@@ -339,6 +308,7 @@ at_tracer *at_new(void *model, void *reg_read, void *vmem_read, void *hook_add, 
     t->depth = depth < 1 ? 1 : depth > MAX_DEPTH ? MAX_DEPTH : depth;
     t->batch = batch ? batch : 4096;
     t->on_batch = (batch_cb_t)on_batch;
+    for (int i = 0; i < MAX_KINDS; i++) t->kinds[i] = (kind_spec){NO_SLOT, NO_SLOT, NO_SLOT, NO_SLOT, "unknown"};
     return t;
 }
 
@@ -346,8 +316,23 @@ void at_free(at_tracer *t) {
     if (!t) return;
     free(t->events);
     free(t->frames);
-    free(t->sites);
+    free(t->hooked.slots);
+    free(t->named.slots);
+    free(t->unnamed);
+    gw_free(t->walker);
+    ls_free(t->live);
+    v2_free(&t->text);
     free(t);
+}
+
+/* A kind's name and where its arguments are (the one home of both is emulator/trace/events.py). */
+int at_set_kind(at_tracer *t, uint64_t code, const char *name, uint32_t ptr, uint32_t size, uint32_t align,
+                uint32_t old_size) {
+    if (code >= MAX_KINDS || strlen(name) >= sizeof t->kinds[0].name) return -1;
+    kind_spec *k = &t->kinds[code];
+    k->ptr = (uint8_t)ptr; k->size = (uint8_t)size; k->align = (uint8_t)align; k->old_size = (uint8_t)old_size;
+    strcpy(k->name, name);
+    return 0;
 }
 
 /* An entry point: returns the user-data pointer to register hook_entry with, or NULL. */
@@ -358,10 +343,22 @@ void *at_add_entry(at_tracer *t, uint64_t address, uint64_t kind) {
     return en;
 }
 
-void at_set_heap(at_tracer *t, uint64_t alloc_va, uint64_t lo, uint64_t hi, uint64_t min_block, void *ram,
-                 uint64_t ram_size) {
-    t->alloc_va = alloc_va; t->heap_lo = lo; t->heap_hi = hi; t->min_block = min_block ? min_block : 16;
-    t->ram = ram; t->ram_size = ram_size;
+/* The live blocks and the checks (heap range [lo, hi), or 0, 0 when unknown); must be set. */
+int at_set_events(at_tracer *t, uint64_t lo, uint64_t hi, int check, uint64_t max_kept, uint64_t insn_base,
+                  int write_text) {
+    ls_free(t->live);
+    t->live = ls_new(lo, hi, check, max_kept);
+    t->insn_base = insn_base;
+    t->write_text = write_text;
+    return t->live ? 0 : -1;
+}
+
+/* Our kernel's heap, to walk after every call. */
+int at_set_heap(at_tracer *t, uint64_t alloc_va, uint64_t lo, uint64_t hi, uint64_t min_block, void *ram,
+                uint64_t ram_size) {
+    gw_free(t->walker);
+    t->walker = gw_new(alloc_va, lo, hi, min_block, ram, ram_size);
+    return t->walker ? 0 : -1;
 }
 
 /* A call made from the host returned (the machine saw the fetch of host_return). */
@@ -395,14 +392,26 @@ void at_finish(at_tracer *t) {
 
 size_t at_nevents(at_tracer *t) { return t->nevents; }
 size_t at_nframes(at_tracer *t) { return t->nframes; }
-int at_error(at_tracer *t) { return t->error; }
+int at_error(at_tracer *t) { return t->error ? t->error : t->text.failed; }
 const at_event *at_events(at_tracer *t) { return t->events; }
 const uint64_t *at_frames(at_tracer *t) { return t->frames; }
 size_t at_event_size(void) { return sizeof(at_event); }
-/* After Python copied the events out: forget them (backtrace frames stay, events index them). */
-void at_clear_events(at_tracer *t) { t->nevents = 0; }
-/* After Python copied the frames out: drop those no open call still refers to, rebase the rest. */
-void at_clear_frames(at_tracer *t) {
+liveset *at_liveset(at_tracer *t) { return t->live; }
+guestwalk *at_walker(at_tracer *t) { return t->walker; }
+const char *at_text(at_tracer *t, size_t *len) { *len = t->text.len; return t->text.text; }
+const uint64_t *at_unnamed(at_tracer *t, size_t *n) { *n = t->nunnamed; return t->unnamed; }
+
+/* After Python took a batch (events, text, new addresses, free-list changes, violations): forget
+ * it. Backtrace frames that open calls still refer to stay, rebased. */
+void at_clear_batch(at_tracer *t) {
+    t->nevents = 0;
+    t->nunnamed = 0;
+    v2_clear(&t->text);
+    ls_clear_violations(t->live);
+    if (t->walker) {
+        t->changes_before += gw_nchanges(t->walker);
+        gw_clear_changes(t->walker);
+    }
     size_t n = t->nframes;
     for (int i = 0; i < t->npending; i++) if (t->pending[i].bt_at < n) n = t->pending[i].bt_at;
     memmove(t->frames, t->frames + n, (t->nframes - n) * sizeof *t->frames);
