@@ -130,30 +130,41 @@ class Boots:
 
 
 # Each real-code workload is run in every configuration below, back to back in this process:
-# Unicorn with the machine's own hooks only, the cycle model's block hook, the full model, and the
-# full model with the allocation tracer and heap checks. QEMU's whole process runs the same image.
-VARIANTS = (("raw Unicorn", "off", False), ("block hook", "blocks", False), ("full model", "full", False),
-            ("full model + tracing", "full", True))
-REAL_WORKLOADS = ("test", "churn=10000", "churn=100000")
+# Unicorn with the machine's own hooks only, the cycle model's block hook, the full model, the full
+# model with the allocation tracer and heap checks keeping every event (the API's boot()), and the
+# same writing a compressed trace instead (`aeth-emu trace -o t.jsonl.zst`, which keeps none).
+# QEMU's whole process runs the same image.
+VARIANTS = (("raw Unicorn", "off", None), ("block hook", "blocks", None), ("full model", "full", None),
+            ("full model + tracing", "full", "kept"), ("full model + trace file", "full", "file"))
+REAL_WORKLOADS = ("test", "churn=10000", "churn=100000", "churn=1000000")
 
 
 def real_code(boots: Boots, cmdline: str, qemu: Callable[[Path, str], float | None]) -> list[dict[str, Any]]:
     """One workload's rows: seconds, MIPS (instructions from the counted runs) and ratios to raw."""
+    import tempfile
+
     from emulator.api import TracedBoot
 
     config = boots.config(cmdline)
     rows, instructions = [], 0
     # Without the model's hooks nothing counts instructions, so an instruction limit cannot hold.
     variants = [v for v in VARIANTS if v[1] != "off" or boots.max_insns is None]
-    for label, model, traced in variants:
-        if traced:
-            tracing = TracedBoot(boots.image, config, firmware=boots.firmware, check=True)
-            run = boots.run(tracing.machine, lambda _: tracing.run())
-            result, events = run.result, len(run.events)
-        else:
-            result, events = boots.run(prepare(boots.image, config, firmware=boots.firmware, model=model)), None
-        instructions = max(instructions, result.instructions)  # "off" counts nothing: the same run, counted
-        rows.append({"workload": cmdline, "variant": label, "seconds": result.wall_seconds, "events": events})
+    with tempfile.TemporaryDirectory(prefix="aeth-bench-") as scratch:
+        for label, model, traced in variants:
+            trace_bytes = None
+            if traced:
+                path = Path(scratch) / "bench.jsonl.zst" if traced == "file" else None
+                tracing = TracedBoot(boots.image, config, firmware=boots.firmware, check=True, trace_path=path,
+                                     keep_events=traced == "kept")
+                run = boots.run(tracing.machine, lambda _: tracing.run())
+                result, events = run.result, tracing.event_count
+                trace_bytes = path.stat().st_size if path is not None else None
+                del run, tracing  # the kept events go before the next row runs
+            else:
+                result, events = boots.run(prepare(boots.image, config, firmware=boots.firmware, model=model)), None
+            instructions = max(instructions, result.instructions)  # "off" counts nothing: the same run, counted
+            rows.append({"workload": cmdline, "variant": label, "seconds": result.wall_seconds, "events": events,
+                         "trace_bytes_per_event": trace_bytes / events if trace_bytes and events else None})
     seconds = qemu(boots.image, cmdline)
     if seconds is not None:
         rows.append({"workload": cmdline, "variant": "QEMU (whole process)", "seconds": seconds, "events": None})
