@@ -125,6 +125,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from emulator.trace.parquet import export, require_pyarrow  # pyarrow is imported only here: start-up stays fast
+
+    refuse_overwriting_input(args.output, (args.trace,), "the Parquet file")
+    require_pyarrow()  # before reading what may be a long trace
+    rows = export(read_trace(args.trace), args.output)
+    print(f"aeth-emu: {rows} events written to {args.output}", file=sys.stderr)
+    return 0
+
+
 ELF_MAGIC = b"\x7fELF"
 
 
@@ -291,7 +301,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"boot": cmd_boot, "trace": cmd_trace, "stats": cmd_stats, "step": cmd_step, "bench": cmd_bench, "validate": cmd_validate}
+COMMANDS = {"boot": cmd_boot, "trace": cmd_trace, "stats": cmd_stats, "export": cmd_export, "step": cmd_step,
+            "bench": cmd_bench, "validate": cmd_validate}
 
 
 def run_command(args: argparse.Namespace) -> int:

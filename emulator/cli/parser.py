@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("trace", help="trace file written by 'aeth-emu trace'")
     stats.add_argument("--json", action="store_true", help="print the summary as JSON")
 
+    export = sub.add_parser("export", help="write a trace as an Apache Parquet file, one row per event "
+                                           "(for pandas, polars, DuckDB; needs pyarrow)")
+    export.add_argument("trace", help="trace file written by 'aeth-emu trace'")
+    export.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="Parquet file to write (a regular file is replaced atomically)")
+
     step = sub.add_parser("step", help="step through a boot's allocations (an image, or a trace file)")
     step.add_argument("source", help="kernel image to boot, or a trace file (.jsonl)")
     _add_run_options(step)
