@@ -14,7 +14,7 @@ setup(
             "emulator.cycles._cyclemodel",
             sources=["emulator/cycles/native/cyclemodel.c", "emulator/cycles/native/alloctrace.c",
                      "emulator/heap/native/guestwalk.c", "emulator/heap/native/liveset.c",
-                     "emulator/trace/native/v2lines.c"],
+                     "emulator/trace/native/v2lines.c", "emulator/machine/native/delivery.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
         ),
         Extension("emulator.machine._ports", sources=["emulator/machine/native/ports.c"],

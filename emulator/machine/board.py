@@ -13,9 +13,6 @@ import time
 from collections.abc import Callable
 
 from unicorn import (
-    UC_HOOK_INSN,
-    UC_HOOK_INSN_INVALID,
-    UC_HOOK_INTR,
     UC_HOOK_MEM_FETCH_PROT,
     UC_HOOK_MEM_UNMAPPED,
     UC_HOOK_MEM_WRITE_PROT,
@@ -45,6 +42,14 @@ from emulator.layout import (
 from emulator.lifetimes import weak_callback
 from emulator.machine import cpu, engine
 from emulator.machine.bootparams import boot_parameter_block
+from emulator.machine.delivery import (
+    EXCEPTION_VECTORS,
+    NO_VECTOR,
+    STOP_HOST_RETURN,
+    STOP_SYSCALL,
+    STOP_UNHANDLED,
+    ExceptionDelivery,
+)
 from emulator.machine.devices.bus import PortBus
 from emulator.machine.devices.simple import A20Gate, IsaDebugExit, PostPort
 from emulator.machine.devices.uart16550 import LSR, RBR_THR, Uart16550
@@ -103,6 +108,8 @@ class Machine:
         self.accounting: CycleAccounting | None = None
         self.firmware_instructions = 0
         self.firmware_accounting: CycleAccounting | None = None
+        self.delivery: ExceptionDelivery | None = None  # the current instance's exception hooks
+        self.deliveries: list[ExceptionDelivery] = []  # every instance's, for the report
         self._handoff: dict[str, int] | None = None  # firmware registers at the kernel's entry
         self._handoff_gdtr = None
         self._stop_pc: int | None = None  # where a stop from a hook ended the run (the block runs on)
@@ -123,9 +130,6 @@ class Machine:
         self.memory.map_into(uc)
         # Weak callbacks: the engine must not keep the machine alive (emulator/lifetimes.py).
         self.ports.attach(uc)  # in/out: COM1 in C, every other port through _port_in/_port_out
-        uc.hook_add(UC_HOOK_INTR, weak_callback(self._interrupt))
-        uc.hook_add(UC_HOOK_INSN, weak_callback(self._syscall), None, 1, 0, x86.UC_X86_INS_SYSCALL)
-        uc.hook_add(UC_HOOK_INSN_INVALID, weak_callback(self._invalid_instruction, dead=False))
         uc.hook_add(UC_HOOK_MEM_UNMAPPED, weak_callback(self._unmapped_access, dead=False))
         uc.hook_add(UC_HOOK_MEM_WRITE_PROT | UC_HOOK_MEM_FETCH_PROT, weak_callback(self._protected_access, dead=False))
         return uc
@@ -162,6 +166,7 @@ class Machine:
         uc = self._new_cpu(UC_MODE_16)
         self.uc = uc
         self.accounting = self._account(uc)
+        self._deliver_exceptions(uc, 16)
         if self.config.max_insns is not None:
             self.accounting.set_budget(self.config.max_insns)
         cpu.write(uc, "cs", ROM_BASE >> 4)
@@ -194,6 +199,8 @@ class Machine:
         cpu.write(uc, "eflags", regs["eflags"])
         self.uc = uc
         self.accounting = self._account(uc)
+        uc.reg_write(x86.UC_X86_REG_IDTR, (0, 0, 0, 0))  # PVH hands over no IDT: until `lidt`, none
+        self._deliver_exceptions(uc, 64)
         for instrument in self.kernel_instruments:
             instrument(uc)
         if self.config.max_insns is not None:
@@ -202,13 +209,19 @@ class Machine:
         if self._stop is None:
             self._classify_silent_stop(uc, bits=64)
 
+    def _deliver_exceptions(self, uc: Uc, bits: int) -> None:
+        self.delivery = ExceptionDelivery(uc, self.accounting, bits, CALL_RETURN)
+        self.deliveries.append(self.delivery)
+
     def _emulate(self, uc: Uc, begin: int, until: int) -> None:
         try:
             if self._stop is None:  # emu_start forgets an emu_stop that came before it
                 uc.emu_start(begin, until)
         except UcError as exc:
+            self._exception_stop(uc)
             if self._stop is None:
                 self._fault(uc, None, f"Unicorn stopped: {exc}")
+        self._exception_stop(uc)
         pc = cpu.pc(uc)
         if self._stop is not None and self._stop_pc is not None:
             pc = self._stop_pc  # the rest of the block ran after emu_stop; the guest's run ended here
@@ -216,6 +229,27 @@ class Machine:
         budget = self.config.max_insns
         if self._stop is None and budget is not None and self.total_instructions >= budget:
             self._request_stop(StopReason.MAX_INSNS, f"the limit of {self.config.max_insns} instructions reached")
+
+    def _exception_stop(self, uc: Uc) -> None:
+        """The delivery hooks stopped the CPU: an exception the guest cannot handle, or a triple fault."""
+        why, exc = self.delivery.stop()
+        if why == STOP_SYSCALL and self._stop is None:
+            # Unicorn moves RIP past a syscall once its hooks return; as a fault, it stays on it
+            self._stop_pc = exc.pc
+            uc.reg_write(x86.UC_X86_REG_RIP, exc.pc)
+            if exc.vector == NO_VECTOR:
+                self._fault(uc, None, "syscall with EFER.SCE set: entering LSTAR is not modelled by this emulator")
+            else:
+                self._fault(uc, 6, "invalid opcode (#UD) not handled by the guest", cause="syscall with EFER.SCE clear")
+        if why == STOP_UNHANDLED and self._stop is None:
+            self._fault(uc, exc.vector, f"{exception_name(exc.vector)} not handled by the guest",
+                        at=self._trapping_instruction(uc, exc.vector))
+        chain = self.delivery.unfinished()
+        if chain and self._stop is None and why != STOP_HOST_RETURN:
+            first, later = chain[0], ", ".join(exception_name(e.vector) for e in chain[1:])
+            self._fault(uc, first.vector, f"{exception_name(first.vector)}: a triple fault", cr2=first.cr2,
+                        at=self._trapping_instruction(uc, first.vector),
+                        cause=f"delivering it raised {later or 'a fault'}, and delivering #DF faulted: a triple fault")
 
     def _classify_silent_stop(self, uc: Uc, bits: int) -> None:
         """emu_start returned by itself: the guest halted, or triple-faulted silently."""
@@ -297,6 +331,7 @@ class Machine:
         saved, stop_pc = self._stop, self._stop_pc
         self._stop, self.calling = None, True
         self.ports.set_stopped(False)
+        self.delivery.set_calling(True)
         try:
             with self.ports.streaming():
                 uc.emu_start(begin, until, count=max_insns)
@@ -305,6 +340,13 @@ class Machine:
                 self._fault(uc, None, f"Unicorn stopped: {exc}")
         finally:
             self.calling = False
+            self.delivery.set_calling(False)
+        if self.delivery.stop()[0] == STOP_HOST_RETURN:
+            for listener in self.host_call_listeners:
+                listener(uc)  # e.g. the tracer: that return address never executes
+        else:
+            self._exception_stop(uc)
+        self.delivery.clear_stop()
         failed, self._stop, self._stop_pc = self._stop, saved, stop_pc
         self.ports.set_stopped(saved is not None)
         return failed
@@ -354,15 +396,6 @@ class Machine:
         if COM1 <= port < COM1 + COM1_PORTS:
             self.ports.set_direct(self.uart.plain_transmit)  # LCR/MCR decide who serves THR and LSR
 
-    def _interrupt(self, uc: Uc, intno: int, user_data) -> None:
-        if self.calling and intno == 14 and cpu.read(uc, "rip") == CALL_RETURN:
-            uc.emu_stop()  # the called function returned to our null return address
-            for listener in self.host_call_listeners:
-                listener(uc)  # e.g. the tracer: that return address never executes
-            return
-        self._fault(uc, intno, f"{exception_name(intno)} not handled by the guest",
-                    at=self._trapping_instruction(uc, intno))
-
     def _trapping_instruction(self, uc: Uc, intno: int) -> int | None:
         """`int n`, `int3`, `into` and `int1` are traps: RIP is already past them, as the CPU
         pushes it. The report names the instruction itself, found from the bytes before RIP."""
@@ -373,20 +406,6 @@ class Machine:
         if self._read_code(uc, pc - 1, 1, bits) == {3: b"\xcc", 4: b"\xce", 1: b"\xf1"}.get(intno):
             return pc - 1
         return None
-
-    def _syscall(self, uc: Uc, user_data) -> None:
-        # Unicorn only calls hooks for `syscall`; it never performs it. A CPU raises #UD when
-        # EFER.SCE is clear, and otherwise enters the kernel at LSTAR, which is not modelled.
-        if self._stop is None:
-            self._stop_pc = cpu.pc(uc)  # a fault: the syscall itself does not retire
-        if not cpu.read_efer(uc) & cpu.EFER_SCE:
-            self._fault(uc, 6, "invalid opcode (#UD) not handled by the guest", cause="syscall with EFER.SCE clear")
-        else:
-            self._fault(uc, None, "syscall with EFER.SCE set: entering LSTAR is not modelled by this emulator")
-
-    def _invalid_instruction(self, uc: Uc, user_data) -> bool:
-        self._fault(uc, 6, "invalid opcode (#UD) not handled by the guest")
-        return False
 
     def _unmapped_access(self, uc: Uc, access: int, address: int, size: int, value: int, user_data) -> bool:
         self._fault(uc, None, f"access to physical address 0x{address:x}, which no RAM or device backs",
@@ -437,4 +456,15 @@ class Machine:
             unknown_ports=dict(self.bus.unknown_ports),
             wall_seconds=wall,
             screen=screen_text(self.memory.read),
+            **self._deliveries(),
         )
+
+    def _deliveries(self) -> dict:
+        interrupts: dict[int, int] = {}
+        recent = []
+        for delivery in self.deliveries:
+            for vector, count in delivery.delivered().items():
+                interrupts[vector] = interrupts.get(vector, 0) + count
+            recent += [e for e in delivery.recent() if e.vector in EXCEPTION_VECTORS]
+        return {"interrupts": interrupts, "recent_exceptions": tuple(recent[-8:]),
+                "exceptions_handled": sum(n for v, n in interrupts.items() if v in EXCEPTION_VECTORS)}

@@ -82,9 +82,11 @@ _CS_MODES = {16: CS_MODE_16, 32: CS_MODE_32, 64: CS_MODE_64}
 def build_fault_report(
     uc: Uc, read_phys: ReadPhys, symbols: SymbolTable, vector: int | None, detail: str,
     access: int | None = None, address: int | None = None, at: int | None = None, cause: str | None = None,
+    cr2: int | None = None,
 ) -> FaultReport:
     """The report of a fault from the CPU's state, guest physical memory and the image's symbols.
-    `at`: the instruction that trapped, when RIP is already past it; `cause`: why the CPU raised it."""
+    `at`: the instruction that trapped, when RIP is already past it; `cause`: why the CPU raised it;
+    `cr2`: the page fault's address, when later faults (a failed delivery) have changed CR2 since."""
     bits = cpu.instance_bits(uc)
     regs = cpu.snapshot_64(uc) if bits == 64 else cpu.snapshot_16(uc)
     rip = cpu.linear_pc(uc) if at is None else at
@@ -98,9 +100,9 @@ def build_fault_report(
         pass
     text = f"{insn.mnemonic} {insn.op_str}".strip() if insn else "(instruction not readable)"
     name = exception_name(vector) if vector is not None else detail
-    cr2 = walk = None
+    walk = None
     if vector == 14:
-        cr2 = regs["cr2"]
+        cr2 = regs["cr2"] if cr2 is None else cr2
         kind = _access_kind(insn, rip, cr2)
         walk = describe_page_fault(read_phys, regs["cr3"], cr2, kind)
         summary = f"page fault (#PF) on {kind} of 0x{cr2:x}{_region_name(cr2)}: {walk}"
@@ -108,6 +110,8 @@ def build_fault_report(
         summary = detail
     else:
         summary = name if vector is not None else detail
+    if vector != 14:
+        cr2 = None
     if cause:
         summary = f"{summary}: {cause}"
     return FaultReport(

@@ -86,3 +86,6 @@ class RunResult:
     unknown_ports: dict[int, str]
     wall_seconds: float
     screen: str = field(repr=False, default="")
+    interrupts: dict[int, int] = field(default_factory=dict)  # deliveries through the guest's IDT, by vector
+    exceptions_handled: int = 0  # of those, CPU exceptions (vectors 0-31)
+    recent_exceptions: tuple = ()  # the last few handled (delivery.Handled), oldest first

@@ -1,0 +1,134 @@
+"""Exceptions delivered through the guest's IDT: the native hooks of native/delivery.c, set up on
+each CPU instance, and what they saw, read after a run.
+
+The hooks deliver every exception the guest can handle with QEMU's own delivery code (exported by
+libunicorn), so nothing runs in Python per exception. They stop the CPU when the guest cannot
+handle one (no gate for it, nor for #NP, #GP or #DF), when a function called from the host
+returns, and QEMU stops it on a triple fault; the machine turns those into its stops.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+from unicorn import UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, Uc, UcError
+from unicorn import x86_const as x86
+from unicorn.unicorn_py3.unicorn import uclib
+
+from emulator.cycles.accounting import CycleAccounting
+from emulator.cycles.native import extension, uc_function
+from emulator.errors import NativeError
+
+STOP_NONE, STOP_HOST_RETURN, STOP_UNHANDLED, STOP_SYSCALL = range(4)
+NO_VECTOR = (1 << 64) - 1  # a stop that is not an exception (syscall with EFER.SCE set)
+EXCEPTION_VECTORS = range(32)  # the CPU's own; the rest are `int n` and device interrupts
+_FIND_ENV = (0x6165_7468_2D65_6E76, 0x7265_6773_2D72_6378)  # written to RAX and RCX to find the CPU state
+_ENV_SPAN = 1 << 20  # bytes of the CPU object searched for them
+
+
+class Exception_(ctypes.Structure):  # dl_exception
+    _fields_ = [(name, ctypes.c_uint64) for name in ("vector", "pc", "cr2", "insns")]
+
+
+@dataclass(frozen=True)
+class Handled:
+    vector: int
+    pc: int  # the faulting instruction, or the one after a trap (`int n`, `int3`): what was pushed
+    cr2: int  # for a page fault: the address
+    instructions: int  # retired by this CPU instance before it
+
+
+def _lib() -> ctypes.CDLL:
+    lib = extension()
+    p, u64, i, size = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, ctypes.c_size_t
+    pe = ctypes.POINTER(Exception_)
+    sigs = {"dl_size": (size, []), "dl_exception_size": (size, []),
+            "dl_init": (None, [p, p, p, p, p, p, p, p, p, i, u64]), "dl_find_env": (i, [p, u64, u64, size]), "dl_attach": (i, [p, p]),
+            "dl_stop": (i, [p, pe]), "dl_delivering": (i, [p, pe, i]), "dl_delivered": (ctypes.POINTER(u64), [p]),
+            "dl_handled": (u64, [p]), "dl_recent": (i, [p, pe]), "dl_set_calling": (None, [p, i]),
+            "dl_clear_stop": (None, [p]), "dl_hook_intr": (p, []), "dl_hook_invalid": (p, []),
+            "dl_hook_syscall": (p, []), "cm_instructions": (u64, [p])}
+    try:
+        for name, (res, args) in sigs.items():
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = res, args
+    except AttributeError:
+        raise NativeError("emulator.cycles._cyclemodel is out of date: run `pip install -e .` again") from None
+    if lib.dl_exception_size() != ctypes.sizeof(Exception_):
+        raise NativeError("emulator.cycles._cyclemodel is out of date: run `pip install -e .` again")
+    return lib
+
+
+class ExceptionDelivery:
+    """The delivery hooks of one CPU instance. Install after its cycle accounting (the model's own
+    exception hook must see an exception before it is delivered)."""
+
+    def __init__(self, uc: Uc, accounting: CycleAccounting, bits: int, call_return: int) -> None:
+        lib = self._lib = _lib()
+        self._state = ctypes.create_string_buffer(lib.dl_size())
+        self._keep = accounting  # the model the hooks tell about exceptions lives as long as they do
+        lib.dl_init(self._state, accounting.native_state, uc_function("uc_reg_read"), uc_function("uc_vmem_read"),
+                    uc_function("uc_emu_stop"), uc_function("qemu_get_cpu_x86_64"),
+                    uc_function("x86_cpu_do_interrupt_x86_64"), uc_function("raise_exception_x86_64"),
+                    ctypes.cast(lib.cm_instructions, ctypes.c_void_p).value, bits, call_return)
+        if lib.dl_attach(self._state, uc._uch):
+            raise NativeError("cannot find the CPU in this libunicorn (exception delivery needs it)")
+        if bits == 64:
+            self._find_env(uc)
+        self._hook(uc, UC_HOOK_INTR, lib.dl_hook_intr())
+        self._hook(uc, UC_HOOK_INSN_INVALID, lib.dl_hook_invalid())
+        if bits == 64:
+            self._hook(uc, UC_HOOK_INSN, lib.dl_hook_syscall(), x86.UC_X86_INS_SYSCALL)
+
+    def _find_env(self, uc: Uc) -> None:
+        saved = uc.reg_read(x86.UC_X86_REG_RAX), uc.reg_read(x86.UC_X86_REG_RCX)
+        uc.reg_write(x86.UC_X86_REG_RAX, _FIND_ENV[0])
+        uc.reg_write(x86.UC_X86_REG_RCX, _FIND_ENV[1])
+        found = self._lib.dl_find_env(self._state, *_FIND_ENV, _ENV_SPAN)
+        uc.reg_write(x86.UC_X86_REG_RAX, saved[0])
+        uc.reg_write(x86.UC_X86_REG_RCX, saved[1])
+        if found:
+            raise NativeError("cannot find the CPU state in this libunicorn (syscall's #UD needs it)")
+
+    def _hook(self, uc: Uc, kind: int, fn: int, *extra: int) -> None:
+        handle = ctypes.c_size_t()
+        err = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), kind, ctypes.c_void_p(fn),
+                                ctypes.cast(self._state, ctypes.c_void_p), ctypes.c_uint64(1), ctypes.c_uint64(0),
+                                *(ctypes.c_int(e) for e in extra))
+        if err:
+            raise NativeError(f"Unicorn refused the exception-delivery hook: {UcError(err)}")
+
+    # -- what the hooks saw -----------------------------------------------------------------
+
+    def stop(self) -> tuple[int, Handled | None]:
+        """Why the hooks stopped the CPU (STOP_*), and the exception they stopped at."""
+        e = Exception_()
+        why = self._lib.dl_stop(self._state, ctypes.byref(e))
+        return why, (Handled(e.vector, e.pc, e.cr2, e.insns) if why else None)
+
+    def unfinished(self) -> list[Handled]:
+        """The exceptions of a delivery that never finished (a triple fault), first one first."""
+        chain = (Exception_ * 8)()
+        n = self._lib.dl_delivering(self._state, chain, 8)
+        return [Handled(e.vector, e.pc, e.cr2, e.insns) for e in chain[:n]]
+
+    def clear_stop(self) -> None:
+        self._lib.dl_clear_stop(self._state)
+
+    def set_calling(self, calling: bool) -> None:
+        self._lib.dl_set_calling(self._state, int(calling))
+
+    def delivered(self) -> dict[int, int]:
+        """Deliveries by vector (exceptions, `int n`, device interrupts)."""
+        counts = self._lib.dl_delivered(self._state)
+        return {v: counts[v] for v in range(256) if counts[v]}
+
+    @property
+    def handled(self) -> int:
+        return self._lib.dl_handled(self._state)
+
+    def recent(self) -> list[Handled]:
+        out = (Exception_ * 8)()
+        n = self._lib.dl_recent(self._state, out)
+        return [Handled(e.vector, e.pc, e.cr2, e.insns) for e in out[:n]]

@@ -1,0 +1,230 @@
+/* Exceptions and interrupts delivered through the guest's own IDT (or, in real mode, its IVT).
+ *
+ * Unicorn raises exceptions exactly as QEMU does — the checks, CR2, the error code, the fault or
+ * trap return address, the escalation to #DF and the triple fault (check_exception) — but then
+ * calls UC_HOOK_INTR (UC_HOOK_INSN_INVALID for #UD) instead of delivering them. These hooks
+ * deliver them with QEMU's own x86_cpu_do_interrupt (seg_helper.c, exported by libunicorn): gate
+ * types, DPL checks for `int n`, IST stacks, the 16-byte stack alignment, error codes, `iretq`'s
+ * frame, in every CPU mode. A fault during delivery is raised by QEMU from inside that call and
+ * comes back here as the next exception (#NP, #GP, then #DF), as on a CPU; a fault delivering #DF
+ * stops the CPU (QEMU's triple fault), which Python sees as a delivery that never finished.
+ *
+ * A guest that cannot handle an exception at all (no present gate for it, nor for any of #NP, #GP
+ * and #DF that a failed delivery leads to) is stopped instead, with the exception left for the
+ * machine's fault report. So is the return of a call made from the host (its fetch at the null
+ * return address faults). Part of the cycle model's extension: the model is told (cm_finish) that
+ * the block stopped at the exception, so the instructions after it are not counted. */
+#include <stdint.h>
+#include <string.h>
+
+typedef void uc_engine;
+typedef int (*uc_reg_rw_t)(uc_engine *, int, void *);
+typedef int (*uc_vmem_read_t)(uc_engine *, uint64_t, int, void *, size_t);
+typedef int (*uc_emu_stop_t)(uc_engine *);
+typedef void *(*get_cpu_t)(uc_engine *, int);
+typedef void (*do_interrupt_t)(void *);
+typedef void (*raise_exception_t)(void *, int);
+
+void cm_finish(void *model, uint64_t stop_pc);
+
+#define UC_PROT_READ 1
+#define UC_X86_REG_CR0 50
+#define UC_X86_REG_CR2 52
+#define UC_X86_REG_CS 11
+#define UC_X86_REG_EIP 26
+#define UC_X86_REG_RIP 41
+#define UC_X86_REG_IDTR 242
+#define UC_X86_REG_MSR 248
+#define MSR_EFER 0xC0000080u
+#define EFER_SCE 1u
+#define EFER_LMA (1u << 10)
+
+enum { STOP_NONE, STOP_HOST_RETURN, STOP_UNHANDLED, STOP_SYSCALL };
+#define NO_VECTOR UINT64_MAX
+#define RECENT 8
+#define CHAIN 8
+
+typedef struct { uint16_t selector; uint64_t base; uint32_t limit; uint32_t flags; } uc_x86_mmr;
+typedef struct { uint32_t rid; uint64_t value; } uc_x86_msr;
+
+typedef struct { uint64_t vector, pc, cr2, insns; } dl_exception;
+
+typedef struct {
+    void *model;
+    uc_reg_rw_t reg_read;
+    uc_vmem_read_t vmem_read;
+    uc_emu_stop_t emu_stop;
+    get_cpu_t get_cpu;
+    do_interrupt_t do_interrupt;
+    raise_exception_t raise_exception;
+    uint64_t (*instructions)(void *model);
+    int bits;                          /* the instance's mode: 16 or 64 */
+    void *cpu;                         /* the instance's CPU object (QEMU's CPUState) */
+    size_t env_offset;                 /* CPUX86State within it (found at set-up) */
+    int calling;                       /* a host call is running: its return faults at call_return */
+    uint64_t call_return;
+    /* why the hooks stopped the CPU (read by Python after emu_start) */
+    int stop;
+    dl_exception stopped;
+    /* the delivery in progress: a fault during it comes back as the next entry */
+    int delivering;
+    dl_exception chain[CHAIN];
+    int nchain;
+    /* what was handled */
+    uint64_t delivered[256];
+    uint64_t handled;
+    dl_exception recent[RECENT];       /* ring: the last RECENT handled exceptions */
+} dl_state;
+
+static uint64_t reg(dl_state *d, uc_engine *uc, int id) {
+    uint64_t v = 0;
+    d->reg_read(uc, id, &v);
+    return v;
+}
+
+/* The program counter as a linear address, the way the model and the fault report count it. */
+static uint64_t linear_pc(dl_state *d, uc_engine *uc) {
+    if (d->bits == 64) return reg(d, uc, UC_X86_REG_RIP);
+    uint64_t pc = reg(d, uc, UC_X86_REG_EIP) & 0xFFFFFFFFu;
+    if (!(reg(d, uc, UC_X86_REG_CR0) & 1)) pc += (reg(d, uc, UC_X86_REG_CS) & 0xFFFF) << 4;
+    return pc;
+}
+
+/* Is there a gate (or, in real mode, a non-zero IVT entry) for `vector`? */
+static int gate_present(dl_state *d, uc_engine *uc, uint64_t vector) {
+    uc_x86_mmr idtr;
+    memset(&idtr, 0, sizeof idtr);
+    d->reg_read(uc, UC_X86_REG_IDTR, &idtr);
+    uint64_t cr0 = reg(d, uc, UC_X86_REG_CR0);
+    uint8_t gate[16];
+    if (!(cr0 & 1)) { /* real mode: 4-byte IVT entries; an empty one is taken as no handler */
+        if (vector * 4 + 3 > idtr.limit || d->vmem_read(uc, idtr.base + vector * 4, UC_PROT_READ, gate, 4)) return 0;
+        return gate[0] | gate[1] | gate[2] | gate[3];
+    }
+    uc_x86_msr efer = {MSR_EFER, 0};
+    d->reg_read(uc, UC_X86_REG_MSR, &efer);
+    uint64_t size = efer.value & EFER_LMA ? 16 : 8;
+    if (vector * size + size - 1 > idtr.limit) return 0;
+    if (d->vmem_read(uc, idtr.base + vector * size, UC_PROT_READ, gate, (size_t)size)) return 0;
+    return (gate[5] & 0x80) != 0; /* P */
+}
+
+/* Could delivering `vector` end anywhere but in a triple fault? A failed delivery goes on to #NP
+ * (a not-present gate), #GP (past the limit, a bad type or DPL) or #DF. */
+static int can_handle(dl_state *d, uc_engine *uc, uint64_t vector) {
+    return gate_present(d, uc, vector) || gate_present(d, uc, 8) || gate_present(d, uc, 11) || gate_present(d, uc, 13);
+}
+
+static void stop_unhandled(dl_state *d, uc_engine *uc, uint64_t vector, int why) {
+    if (d->stop) return;
+    d->stop = why;
+    d->stopped = (dl_exception){vector, linear_pc(d, uc), reg(d, uc, UC_X86_REG_CR2), d->instructions(d->model)};
+    d->emu_stop(uc);
+}
+
+/* Deliver the exception Unicorn is raising (cs->exception_index) through the guest's gate. */
+static void deliver(dl_state *d, uc_engine *uc, uint64_t vector) {
+    uint64_t pc = linear_pc(d, uc);
+    cm_finish(d->model, pc); /* the block stopped here: what follows the exception did not run */
+    dl_exception e = {vector, pc, vector == 14 ? reg(d, uc, UC_X86_REG_CR2) : 0, d->instructions(d->model)};
+    if (!d->delivering) d->nchain = 0;
+    if (d->nchain < CHAIN) d->chain[d->nchain++] = e;
+    d->delivering = 1;
+    d->do_interrupt(d->cpu); /* may not return: a fault while delivering comes back here */
+    d->delivering = 0;
+    d->delivered[vector & 255]++;
+    d->recent[d->handled % RECENT] = e;
+    d->handled++;
+}
+
+static void hook_intr(uc_engine *uc, uint32_t intno, void *user) {
+    dl_state *d = user;
+    if (d->stop) return; /* the CPU is stopping: nothing more happens */
+    if (d->calling && intno == 14 && linear_pc(d, uc) == d->call_return) {
+        d->stop = STOP_HOST_RETURN; /* a function called from the host returned to our null address */
+        d->emu_stop(uc);
+        return;
+    }
+    if (!d->delivering && !can_handle(d, uc, intno)) { stop_unhandled(d, uc, intno, STOP_UNHANDLED); return; }
+    deliver(d, uc, intno);
+}
+
+static int hook_invalid(uc_engine *uc, void *user) { /* #UD: Unicorn asks these hooks first */
+    dl_state *d = user;
+    if (d->stop) return 0;
+    if (!d->delivering && !can_handle(d, uc, 6)) { stop_unhandled(d, uc, 6, STOP_UNHANDLED); return 0; }
+    deliver(d, uc, 6);
+    return 1;
+}
+
+/* `syscall`: Unicorn only calls hooks. With EFER.SCE clear a CPU raises #UD (raised here, from
+ * inside the instruction's helper, where QEMU itself raises it); with it set, entering the
+ * kernel at LSTAR is not modelled, and the machine stops with a report. */
+static void hook_syscall(uc_engine *uc, void *user) {
+    dl_state *d = user;
+    if (d->stop) return;
+    uc_x86_msr efer = {MSR_EFER, 0};
+    d->reg_read(uc, UC_X86_REG_MSR, &efer);
+    if (!(efer.value & EFER_SCE) && can_handle(d, uc, 6) && d->env_offset) {
+        d->raise_exception((char *)d->cpu + d->env_offset, 6); /* does not return */
+    }
+    stop_unhandled(d, uc, efer.value & EFER_SCE ? NO_VECTOR : 6, STOP_SYSCALL); /* pc: the syscall */
+}
+
+/* ---- Python's side ------------------------------------------------------------------------ */
+
+size_t dl_size(void) { return sizeof(dl_state); }
+size_t dl_exception_size(void) { return sizeof(dl_exception); }
+
+void dl_init(dl_state *d, void *model, void *reg_read, void *vmem_read, void *emu_stop, void *get_cpu,
+             void *do_interrupt, void *raise_exception, void *instructions, int bits, uint64_t call_return) {
+    memset(d, 0, sizeof *d);
+    d->model = model;
+    d->reg_read = (uc_reg_rw_t)reg_read;
+    d->vmem_read = (uc_vmem_read_t)vmem_read;
+    d->emu_stop = (uc_emu_stop_t)emu_stop;
+    d->get_cpu = (get_cpu_t)get_cpu;
+    d->do_interrupt = (do_interrupt_t)do_interrupt;
+    d->raise_exception = (raise_exception_t)raise_exception;
+    d->instructions = (uint64_t (*)(void *))instructions;
+    d->bits = bits;
+    d->call_return = call_return;
+}
+
+/* The CPU object of the engine: Unicorn never numbers its one CPU, so it is index -1 there. */
+int dl_attach(dl_state *d, uc_engine *uc) {
+    d->cpu = d->get_cpu(uc, 0);
+    if (!d->cpu) d->cpu = d->get_cpu(uc, -1);
+    return d->cpu ? 0 : -1;
+}
+
+/* Where CPUX86State lies in the CPU object: its first fields are the general registers, so the
+ * two values Python just wrote to RAX and RCX are found side by side (regs[R_EAX], regs[R_ECX]). */
+int dl_find_env(dl_state *d, uint64_t rax, uint64_t rcx, size_t span) {
+    const uint64_t *p = d->cpu;
+    if (!p) return -1;
+    for (size_t i = 0; i + 1 < span / 8; i++) {
+        if (p[i] == rax && p[i + 1] == rcx) { d->env_offset = i * 8; return 0; }
+    }
+    return -1;
+}
+
+int dl_stop(dl_state *d, dl_exception *out) { *out = d->stopped; return d->stop; }
+int dl_delivering(dl_state *d, dl_exception *chain, int max) { /* a delivery that never finished */
+    int n = d->nchain < max ? d->nchain : max;
+    memcpy(chain, d->chain, (size_t)n * sizeof *chain);
+    return d->delivering ? n : 0;
+}
+const uint64_t *dl_delivered(dl_state *d) { return d->delivered; }
+uint64_t dl_handled(dl_state *d) { return d->handled; }
+/* the last handled exceptions, oldest first; returns how many */
+int dl_recent(dl_state *d, dl_exception *out) {
+    int n = d->handled < RECENT ? (int)d->handled : RECENT;
+    for (int i = 0; i < n; i++) out[i] = d->recent[(d->handled - (uint64_t)n + (uint64_t)i) % RECENT];
+    return n;
+}
+void dl_set_calling(dl_state *d, int calling) { d->calling = calling; if (calling) d->stop = STOP_NONE; }
+void dl_clear_stop(dl_state *d) { d->stop = STOP_NONE; d->delivering = 0; }
+void *dl_hook_intr(void) { return (void *)hook_intr; }
+void *dl_hook_invalid(void) { return (void *)hook_invalid; }
+void *dl_hook_syscall(void) { return (void *)hook_syscall; }
