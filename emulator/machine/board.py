@@ -49,6 +49,7 @@ from emulator.machine.delivery import (
     STOP_SYSCALL,
     STOP_UNHANDLED,
     ExceptionDelivery,
+    InterruptSource,
 )
 from emulator.machine.devices.bus import PortBus
 from emulator.machine.devices.simple import A20Gate, IsaDebugExit, PostPort
@@ -110,6 +111,7 @@ class Machine:
         self.firmware_accounting: CycleAccounting | None = None
         self.delivery: ExceptionDelivery | None = None  # the current instance's exception hooks
         self.deliveries: list[ExceptionDelivery] = []  # every instance's, for the report
+        self.interrupt_source: InterruptSource | None = None  # device interrupts for the kernel's CPU
         self._handoff: dict[str, int] | None = None  # firmware registers at the kernel's entry
         self._handoff_gdtr = None
         self._stop_pc: int | None = None  # where a stop from a hook ended the run (the block runs on)
@@ -201,13 +203,29 @@ class Machine:
         self.accounting = self._account(uc)
         uc.reg_write(x86.UC_X86_REG_IDTR, (0, 0, 0, 0))  # PVH hands over no IDT: until `lidt`, none
         self._deliver_exceptions(uc, 64)
+        if self.interrupt_source is not None:
+            self.delivery.connect(uc, self.interrupt_source, weak_callback(self._device_failed))
         for instrument in self.kernel_instruments:
             instrument(uc)
         if self.config.max_insns is not None:
             self.accounting.set_budget(max(self.config.max_insns - self.firmware_instructions, 0))
-        self._emulate(uc, self.image.entry, until=NEVER)
+        begin = self.image.entry
+        while True:
+            self._emulate(uc, begin, until=NEVER)
+            if self._stop is not None or not self._halted_until_interrupt(uc):
+                break
+            begin = cpu.pc(uc)  # `hlt` retired: the interrupt returns after it
         if self._stop is None:
             self._classify_silent_stop(uc, bits=64)
+
+    def _halted_until_interrupt(self, uc: Uc) -> bool:
+        """emu_start returned at a `hlt` with interrupts on: wait (in model time) for a device."""
+        if self._read_code(uc, cpu.pc(uc) - 1, 1, 64) != b"\xf4" or not cpu.read(uc, "rflags") & cpu.RFLAGS_IF:
+            return False
+        return self.delivery.halt_until_interrupt()
+
+    def _device_failed(self, exc: BaseException) -> None:
+        self._request_stop(StopReason.FAULT, f"a device model failed: {exc!r}")
 
     def _deliver_exceptions(self, uc: Uc, bits: int) -> None:
         self.delivery = ExceptionDelivery(uc, self.accounting, bits, CALL_RETURN)
@@ -393,6 +411,8 @@ class Machine:
             opcode = self._read_code(uc, pc, 1, cpu.instance_bits(uc))
             self._stop_pc = pc + (2 if opcode in (b"\xe6", b"\xe7") else 1)  # `out imm8` or `out dx`
         self.bus.write(port, size, value)
+        if self.delivery is not None:
+            self.delivery.sync()  # a controller or timer register may have changed
         if COM1 <= port < COM1 + COM1_PORTS:
             self.ports.set_direct(self.uart.plain_transmit)  # LCR/MCR decide who serves THR and LSR
 
@@ -430,6 +450,7 @@ class Machine:
         for accounting, _ in self.accountings():
             for key, value in accounting.breakdown().items():
                 total[key] = total.get(key, 0) + value
+        total["halted"] = sum(delivery.halted_cycles for delivery in self.deliveries)  # in `hlt`, waiting
         return total
 
     def _result(self, wall: float) -> RunResult:

@@ -10,9 +10,11 @@ returns, and QEMU stops it on a triple fault; the machine turns those into its s
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from unicorn import UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, Uc, UcError
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, Uc, UcError
 from unicorn import x86_const as x86
 from unicorn.unicorn_py3.unicorn import uclib
 
@@ -25,6 +27,26 @@ NO_VECTOR = (1 << 64) - 1  # a stop that is not an exception (syscall with EFER.
 EXCEPTION_VECTORS = range(32)  # the CPU's own; the rest are `int n` and device interrupts
 _FIND_ENV = (0x6165_7468_2D65_6E76, 0x7265_6773_2D72_6378)  # written to RAX and RCX to find the CPU state
 _ENV_SPAN = 1 << 20  # bytes of the CPU object searched for them
+
+
+DEVICE_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64)
+NEVER = (1 << 64) - 1
+
+
+class InterruptSource(Protocol):
+    """The machine's interrupt controller as the CPU sees it (the PIC pair and its timers)."""
+
+    def catch_up(self, now: int) -> None:
+        """The clock (millicycles) reached `now`: timers that came due raise their lines."""
+
+    def asserted(self) -> bool:
+        """The controller's INTR output: an interrupt waits for the CPU."""
+
+    def acknowledge(self) -> int:
+        """The CPU takes the interrupt: its vector (-1: none after all)."""
+
+    def next_event(self) -> int | None:
+        """When (millicycles) a timer next raises a line, or None."""
 
 
 class Exception_(ctypes.Structure):  # dl_exception
@@ -48,7 +70,10 @@ def _lib() -> ctypes.CDLL:
             "dl_stop": (i, [p, pe]), "dl_delivering": (i, [p, pe, i]), "dl_delivered": (ctypes.POINTER(u64), [p]),
             "dl_handled": (u64, [p]), "dl_recent": (i, [p, pe]), "dl_set_calling": (None, [p, i]),
             "dl_clear_stop": (None, [p]), "dl_hook_intr": (p, []), "dl_hook_invalid": (p, []),
-            "dl_hook_syscall": (p, []), "cm_instructions": (u64, [p])}
+            "dl_hook_syscall": (p, []), "cm_instructions": (u64, [p]), "dl_set_devices": (None, [p, p, DEVICE_CB, DEVICE_CB]),
+            "dl_set_next_event": (None, [p, u64]), "dl_set_irq_line": (None, [p, i]), "dl_check_now": (None, [p]),
+            "dl_irq_taken": (u64, [p]), "dl_hook_block": (p, []), "cm_idle": (None, [p, u64]),
+            "cm_halted_mc": (u64, [p]), "cm_millicycles": (u64, [p])}
     try:
         for name, (res, args) in sigs.items():
             fn = getattr(lib, name)
@@ -68,6 +93,7 @@ class ExceptionDelivery:
         lib = self._lib = _lib()
         self._state = ctypes.create_string_buffer(lib.dl_size())
         self._keep = accounting  # the model the hooks tell about exceptions lives as long as they do
+        self._source: InterruptSource | None = None
         lib.dl_init(self._state, accounting.native_state, uc_function("uc_reg_read"), uc_function("uc_vmem_read"),
                     uc_function("uc_emu_stop"), uc_function("qemu_get_cpu_x86_64"),
                     uc_function("x86_cpu_do_interrupt_x86_64"), uc_function("raise_exception_x86_64"),
@@ -80,6 +106,62 @@ class ExceptionDelivery:
         self._hook(uc, UC_HOOK_INSN_INVALID, lib.dl_hook_invalid())
         if bits == 64:
             self._hook(uc, UC_HOOK_INSN, lib.dl_hook_syscall(), x86.UC_X86_INS_SYSCALL)
+
+    def connect(self, uc: Uc, source: InterruptSource, fail: Callable[[BaseException], None]) -> None:
+        """Take device interrupts from `source` at block boundaries (64-bit instances only).
+        `fail` is told of an exception raised by the source inside a hook (it cannot unwind there)."""
+        self._source, self._fail = source, fail
+
+        def on_time(now: int) -> int:
+            try:
+                source.catch_up(now)
+                self.sync()
+            except BaseException as exc:  # noqa: BLE001 - handed to fail(), which stops the guest
+                fail(exc)
+            return 0
+
+        def acknowledge(_: int) -> int:
+            try:
+                vector = source.acknowledge()
+                self.sync()
+                return vector
+            except BaseException as exc:  # noqa: BLE001 - as above
+                fail(exc)
+                return -1
+
+        self._callbacks = (DEVICE_CB(on_time), DEVICE_CB(acknowledge))  # kept: the hooks call them
+        self._lib.dl_set_devices(self._state, uc_function("raise_interrupt_x86_64"), *self._callbacks)
+        self.sync()
+        self._hook(uc, UC_HOOK_BLOCK, self._lib.dl_hook_block())
+
+    def sync(self) -> None:
+        """Tell the hooks the controller's line and next event (after a device register changed)."""
+        if self._source is None:
+            return
+        self._lib.dl_set_irq_line(self._state, int(self._source.asserted()))
+        when = self._source.next_event()
+        self._lib.dl_set_next_event(self._state, NEVER if when is None else when)
+
+    def halt_until_interrupt(self) -> bool:
+        """The CPU executed `hlt` with interrupts on: advance the clock to the next device event (an
+        asserted line wakes it at once). False when nothing can ever wake it."""
+        if self._source is None:
+            return False
+        if not self._source.asserted():
+            when = self._source.next_event()
+            if when is None:
+                return False
+            self._lib.cm_idle(self._keep.native_state, when)
+        self._lib.dl_check_now(self._state)  # the devices are looked at before the next block runs
+        return True
+
+    @property
+    def halted_cycles(self) -> int:
+        return self._lib.cm_halted_mc(self._keep.native_state) // 1000
+
+    @property
+    def irqs_taken(self) -> int:
+        return self._lib.dl_irq_taken(self._state)
 
     def _find_env(self, uc: Uc) -> None:
         saved = uc.reg_read(x86.UC_X86_REG_RAX), uc.reg_read(x86.UC_X86_REG_RCX)

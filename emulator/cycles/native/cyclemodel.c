@@ -169,6 +169,7 @@ typedef struct {
     int64_t ras_top, ras_depth;
 
     uint64_t counters[C_NCOUNTERS];
+    uint64_t halted_mc;                /* clock advanced while the CPU waited in `hlt` for an interrupt */
 } cm_state;
 
 static inline uint32_t hash_key(uint64_t addr, uint32_t size) {
@@ -886,7 +887,7 @@ void cm_counters(cm_state *s, uint64_t *out) {
     memcpy(out, s->counters, sizeof s->counters);
     /* base = everything that is not a penalty (not counted per block: it is the hot path) */
     out[C_BASE] = s->mc - s->counters[C_MEM_MC] - s->counters[C_TLB_MC] - s->counters[C_BRANCH_MC] -
-                  s->counters[C_FETCH_MC] - s->counters[C_FRONTEND_MC];
+                  s->counters[C_FETCH_MC] - s->counters[C_FRONTEND_MC] - s->halted_mc;
 }
 int cm_ncounters(void) { return C_NCOUNTERS; }
 int32_t cm_nblocks(cm_state *s) { return s->nblocks; }
@@ -938,6 +939,16 @@ void *cm_hook_block(void) { return (void *)hook_block; }
 void *cm_hook_mem(void) { return (void *)hook_mem; }
 void *cm_hook_rdtsc(void) { return (void *)hook_rdtsc; }
 void *cm_hook_rdtscp(void) { return (void *)hook_rdtscp; }
+/* The CPU halted (`hlt` with interrupts on) until a device's event at `until_mc`: the clock
+ * jumps there. Nothing else moves: no instruction retired and no cache was touched. */
+void cm_idle(cm_state *s, uint64_t until_mc) {
+    if (until_mc <= s->mc) return;
+    s->halted_mc += until_mc - s->mc;
+    s->mc = until_mc;
+    if (s->fe < s->mc) s->fe = s->mc;
+}
+uint64_t cm_halted_mc(cm_state *s) { return s->halted_mc; }
+
 void *cm_hook_intr(void) { return (void *)hook_intr; }
 void *cm_hook_out(void) { return (void *)hook_out; }
 void *cm_hook_invalid(void) { return (void *)hook_invalid; }

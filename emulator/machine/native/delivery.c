@@ -24,14 +24,19 @@ typedef int (*uc_emu_stop_t)(uc_engine *);
 typedef void *(*get_cpu_t)(uc_engine *, int);
 typedef void (*do_interrupt_t)(void *);
 typedef void (*raise_exception_t)(void *, int);
+typedef void (*raise_interrupt_t)(void *, int, int, int, int);
+typedef int (*device_cb_t)(uint64_t);
 
 void cm_finish(void *model, uint64_t stop_pc);
+int cm_stamp(void *model, uint64_t pc, uint64_t *insns, uint64_t *mc);
+uint64_t cm_millicycles(void *model);
 
 #define UC_PROT_READ 1
 #define UC_X86_REG_CR0 50
 #define UC_X86_REG_CR2 52
 #define UC_X86_REG_CS 11
 #define UC_X86_REG_EIP 26
+#define UC_X86_REG_EFLAGS 25
 #define UC_X86_REG_RIP 41
 #define UC_X86_REG_IDTR 242
 #define UC_X86_REG_MSR 248
@@ -41,6 +46,11 @@ void cm_finish(void *model, uint64_t stop_pc);
 
 enum { STOP_NONE, STOP_HOST_RETURN, STOP_UNHANDLED, STOP_SYSCALL };
 #define NO_VECTOR UINT64_MAX
+#define NEVER UINT64_MAX
+#define RFLAGS_IF 0x200u
+#define ENV_EIP 16            /* CPUX86State: regs[16], then eip (target/i386/cpu.h) */
+#define ENV_HFLAGS_AT 176     /* ... eip, eflags, cc_dst, cc_src, cc_src2, cc_op, df, then hflags */
+#define HF_INHIBIT_IRQ 8u     /* the instruction after `sti` or `mov ss` takes no interrupt */
 #define RECENT 8
 #define CHAIN 8
 
@@ -70,6 +80,14 @@ typedef struct {
     int delivering;
     dl_exception chain[CHAIN];
     int nchain;
+    /* device interrupts (the machine's interrupt controller, in Python, called only at events) */
+    raise_interrupt_t raise_interrupt;
+    device_cb_t on_time;               /* the clock reached next_event: devices catch up */
+    device_cb_t acknowledge;           /* the CPU takes the interrupt: its vector, or -1 */
+    uint64_t next_event;               /* millicycles; NEVER: no device has one */
+    int irq_line;                      /* the interrupt controller's output to the CPU */
+    int check_now;                     /* call on_time at the next block whatever the clock says */
+    uint64_t irq_taken;
     /* what was handled */
     uint64_t delivered[256];
     uint64_t handled;
@@ -171,6 +189,36 @@ static void hook_syscall(uc_engine *uc, void *user) {
     stop_unhandled(d, uc, efer.value & EFER_SCE ? NO_VECTOR : 6, STOP_SYSCALL); /* pc: the syscall */
 }
 
+/* ---- device interrupts ------------------------------------------------------------------------ */
+
+/* At the start of every block, before it runs: a device whose time has come catches up, and an
+ * interrupt the controller asserts is taken if RFLAGS.IF allows it and the previous instruction
+ * was not `sti` or `mov ss`. Taken here, between blocks, it interrupts at an exact, reproducible
+ * instruction boundary: the block is not run and the interrupt returns to its first instruction.
+ * It is raised as QEMU raises it (raise_interrupt, a jump back into the CPU loop) and delivered
+ * by hook_intr like any exception. */
+static void hook_block(uc_engine *uc, uint64_t address, uint32_t size, void *user) {
+    dl_state *d = user;
+    (void)size;
+    if (d->stop) return;
+    if (d->check_now || cm_millicycles(d->model) >= d->next_event) { /* the clock after this block: cheap */
+        uint64_t insns, now;
+        cm_stamp(d->model, address, &insns, &now); /* the clock before it */
+        if (d->check_now || now >= d->next_event) {
+            d->check_now = 0;
+            d->on_time(now);
+        }
+    }
+    if (!d->irq_line || !(reg(d, uc, UC_X86_REG_EFLAGS) & RFLAGS_IF)) return;
+    char *env = (char *)d->cpu + d->env_offset;
+    if (*(uint32_t *)(env + ENV_HFLAGS_AT) & HF_INHIBIT_IRQ) return;
+    int vector = d->acknowledge(0);
+    if (vector < 0) return;
+    d->irq_taken++;
+    ((uint64_t *)env)[ENV_EIP] = address; /* the instance is 64-bit with a flat CS: EIP is the address */
+    d->raise_interrupt(env, vector, 0, 0, 0); /* does not return */
+}
+
 /* ---- Python's side ------------------------------------------------------------------------ */
 
 size_t dl_size(void) { return sizeof(dl_state); }
@@ -189,6 +237,7 @@ void dl_init(dl_state *d, void *model, void *reg_read, void *vmem_read, void *em
     d->instructions = (uint64_t (*)(void *))instructions;
     d->bits = bits;
     d->call_return = call_return;
+    d->next_event = NEVER;
 }
 
 /* The CPU object of the engine: Unicorn never numbers its one CPU, so it is index -1 there. */
@@ -223,6 +272,16 @@ int dl_recent(dl_state *d, dl_exception *out) {
     for (int i = 0; i < n; i++) out[i] = d->recent[(d->handled - (uint64_t)n + (uint64_t)i) % RECENT];
     return n;
 }
+void dl_set_devices(dl_state *d, void *raise_interrupt, void *on_time, void *acknowledge) {
+    d->raise_interrupt = (raise_interrupt_t)raise_interrupt;
+    d->on_time = (device_cb_t)on_time;
+    d->acknowledge = (device_cb_t)acknowledge;
+}
+void dl_set_next_event(dl_state *d, uint64_t mc) { d->next_event = mc; }
+void dl_set_irq_line(dl_state *d, int asserted) { d->irq_line = asserted; }
+void dl_check_now(dl_state *d) { d->check_now = 1; }
+uint64_t dl_irq_taken(dl_state *d) { return d->irq_taken; }
+void *dl_hook_block(void) { return (void *)hook_block; }
 void dl_set_calling(dl_state *d, int calling) { d->calling = calling; if (calling) d->stop = STOP_NONE; }
 void dl_clear_stop(dl_state *d) { d->stop = STOP_NONE; d->delivering = 0; }
 void *dl_hook_intr(void) { return (void *)hook_intr; }
