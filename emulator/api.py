@@ -146,7 +146,7 @@ class TracedBoot:
             layout = GuestHeapLayout(self.guest_heap.address, start, end, MIN_BLOCK)
         memory = self.machine.memory
         self.tracer.attach(uc, self.machine.accounting, self.machine.firmware_instructions, layout,
-                           (memory.ram_pointer, memory.size))
+                           (memory.ram_pointer, memory.size), self.machine.delivery.handle)
         self.events = EventLog(self.tracer.names, self.tracer.insn_base)
         self.live = LiveSet(self.tracer.lib, self.tracer.live_handle, self.tracer.names.name, owner=self.tracer)
         self.machine.keep_alive.append(self.tracer)  # its native hooks live as long as the engine

@@ -308,3 +308,19 @@ def test_instruction_counts_stay_exact_across_deliveries(tmp_path):
     # a code hook also fires for the two faulting loads, which never retire
     faulted = 2
     assert result.instructions - result.firmware_instructions == last + 1 - faulted
+
+
+def test_allocator_calls_carry_the_vector_of_the_handler_they_run_in(tmp_path):
+    """An allocation from a #BP handler, one from a #PF handler that itself takes a #BP, and
+    ones outside: each event names the innermost handler running, which ends with its iretq."""
+    from tests.support.guest import fake_allocator
+
+    alloc = "    mov edi, 16\n    mov esi, 8\n    call __rust_alloc\n"
+    handlers = (handler("bp_alloc", alloc) + handler("pf_alloc", alloc + "    int3\n" + alloc
+                                                     + "    add qword ptr [rsp + FRAME], 3\n", error_code=True))
+    main = (gate(3, "bp_alloc") + gate(14, "pf_alloc") + "    call load_idt\n" + alloc + "    int3\n" + alloc
+            + f"    mov rbx, {UNMAPPED:#x}\n    mov rax, qword ptr [rbx]\n" + alloc)
+    run = boot(kernel(tmp_path, main, handlers + fake_allocator(16)))
+    assert run.exit_code == 0, run.result.detail
+    assert [e.vector for e in run.events] == [None, 3, None, 14, 3, 14, None]
+    assert "in the handler of vector 0x0e" in run.events[3].describe()

@@ -204,7 +204,7 @@ class Machine:
         uc.reg_write(x86.UC_X86_REG_IDTR, (0, 0, 0, 0))  # PVH hands over no IDT: until `lidt`, none
         self._deliver_exceptions(uc, 64)
         if self.interrupt_source is not None:
-            self.delivery.connect(uc, self.interrupt_source, weak_callback(self._device_failed))
+            self.delivery.connect(self.interrupt_source, weak_callback(self._device_failed))
         for instrument in self.kernel_instruments:
             instrument(uc)
         if self.config.max_insns is not None:

@@ -106,8 +106,11 @@ class ExceptionDelivery:
         self._hook(uc, UC_HOOK_INSN_INVALID, lib.dl_hook_invalid())
         if bits == 64:
             self._hook(uc, UC_HOOK_INSN, lib.dl_hook_syscall(), x86.UC_X86_INS_SYSCALL)
+            # between blocks: handlers returning (which handler an allocator call runs under), and
+            # device interrupts once a source is connected
+            self._hook(uc, UC_HOOK_BLOCK, lib.dl_hook_block())
 
-    def connect(self, uc: Uc, source: InterruptSource, fail: Callable[[BaseException], None]) -> None:
+    def connect(self, source: InterruptSource, fail: Callable[[BaseException], None]) -> None:
         """Take device interrupts from `source` at block boundaries (64-bit instances only).
         `fail` is told of an exception raised by the source inside a hook (it cannot unwind there)."""
         self._source, self._fail = source, fail
@@ -132,7 +135,6 @@ class ExceptionDelivery:
         self._callbacks = (DEVICE_CB(on_time), DEVICE_CB(acknowledge))  # kept: the hooks call them
         self._lib.dl_set_devices(self._state, uc_function("raise_interrupt_x86_64"), *self._callbacks)
         self.sync()
-        self._hook(uc, UC_HOOK_BLOCK, self._lib.dl_hook_block())
 
     def sync(self) -> None:
         """Tell the hooks the controller's line and next event (after a device register changed)."""
@@ -158,6 +160,11 @@ class ExceptionDelivery:
     @property
     def halted_cycles(self) -> int:
         return self._lib.cm_halted_mc(self._keep.native_state) // 1000
+
+    @property
+    def handle(self) -> int:
+        """The native state's address (the allocation tracer asks it which handler is running)."""
+        return ctypes.addressof(self._state)
 
     @property
     def irqs_taken(self) -> int:

@@ -22,6 +22,7 @@ KINDS_BY_CODE = {
 _F = native.INDEX
 _CACHED_BATCHES = 2
 NOT_YET = (1 << 64) - 1  # a seq whose call has not finished
+NO_VECTOR = (1 << 64) - 1  # a call made outside any interrupt or exception handler
 
 
 def make_event(r: tuple[int, ...], frames, names: SiteNames, insn_base: int) -> AllocEvent:
@@ -43,6 +44,7 @@ def make_event(r: tuple[int, ...], frames, names: SiteNames, insn_base: int) -> 
         call_site=names.call_site(ret), return_address=ret, caller=names.name(ret),
         backtrace=(names.name(ret), *(names.name(f) for f in outer)), frames=outer, depth=r[_F["depth"]],
         heap=HeapState(used, free, blocks, r[_F["live_blocks"]], r[_F["live_bytes"]]),
+        vector=None if r[_F["vector"]] == NO_VECTOR else r[_F["vector"]],
     )
 
 

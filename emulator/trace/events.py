@@ -56,6 +56,7 @@ class AllocEvent:
     frames: tuple[int, ...] = ()  # the outer frames' return addresses (backtrace[1:] names their calls)
     depth: int = 0  # nesting: a realloc that calls __rust_alloc makes the alloc depth 1
     heap: HeapState = field(default_factory=HeapState)
+    vector: int | None = None  # the interrupt or exception whose handler made the call (None: not in one)
 
     @property
     def allocates(self) -> bool:
@@ -88,4 +89,5 @@ class AllocEvent:
             what = f"{self.kind}(size={self.size}, align={self.align})"
         if self.kind not in ("dealloc", "alloc_error"):
             what += f" -> 0x{self.result:x}" if self.returned and self.result is not None else " -> (no return)"
-        return f"#{self.seq} {what} from {self.caller}"
+        where = f" in the handler of vector 0x{self.vector:02x}" if self.vector is not None else ""
+        return f"#{self.seq} {what} from {self.caller}{where}"

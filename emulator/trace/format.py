@@ -84,7 +84,7 @@ class TraceWriter:
         h = event.heap
         self._line({"e": [event.seq, event.kind, event.size, event.align, event.ptr, event.old_size, event.result,
                           int(event.returned), event.insn_entry, event.insn_return, event.cycles_entry,
-                          event.cycles_return, event.return_address, event.depth, list(frames)],
+                          event.cycles_return, event.return_address, event.depth, list(frames), event.vector],
                     "h": [h.used, h.free, h.free_blocks, h.live_blocks, h.live_bytes]})
 
     def violation(self, record: dict[str, Any]) -> None:

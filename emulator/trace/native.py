@@ -59,7 +59,7 @@ def load() -> ctypes.CDLL:
         "at_new": (p, [p, p, p, p, p, u64, u32, u64, BATCH_CB]), "at_free": (None, [p]),
         "at_set_kind": (i, [p, u64, ctypes.c_char_p, u32, u32, u32, u32]),
         "at_add_entry": (p, [p, u64, u64]), "at_set_heap": (i, [p, u64, u64, u64, u64, p, u64]),
-        "at_set_events": (i, [p, u64, u64, i, u64, u64, i]),
+        "at_set_events": (i, [p, u64, u64, i, u64, u64, i]), "at_set_delivery": (None, [p, p]),
         "at_host_return": (i, [p, p, u64, u64, u64, u64]), "at_finish": (None, [p]),
         "at_abandon_host_calls": (None, [p]),
         "at_nevents": (size, [p]), "at_nframes": (size, [p]), "at_error": (i, [p]),

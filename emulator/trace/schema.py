@@ -179,13 +179,14 @@ def _integer(r: _Record, field: str, nullable: bool = False) -> int | None:
 
 # Version 2's event and heap arrays, in order (docs/trace-format.md).
 V2_FIELDS = ("seq", "kind", "size", "align", "ptr", "old_size", "result", "returned", "insn_entry", "insn_return",
-             "cycles_entry", "cycles_return", "return_address", "depth", "frames")
+             "cycles_entry", "cycles_return", "return_address", "depth", "frames", "vector")
+V2_OPTIONAL = 1  # the last fields, which traces written before they existed leave out
 V2_HEAP = ("used", "free", "free_blocks", "live_blocks", "live_bytes")
 
 
 def event_v2(where: str, data: Any, heap: Any, sites: dict[int, tuple[int | None, str]]) -> AllocEvent:
     """A v2 event: an array in V2_FIELDS order, its heap an array in V2_HEAP order."""
-    if not (isinstance(data, list) and len(data) == len(V2_FIELDS)):
+    if not (isinstance(data, list) and len(V2_FIELDS) - V2_OPTIONAL <= len(data) <= len(V2_FIELDS)):
         raise TraceFormatError(f"{where}: e must be an array of {len(V2_FIELDS)} fields ({', '.join(V2_FIELDS)})")
     if not (isinstance(heap, list) and len(heap) == len(V2_HEAP)):
         raise TraceFormatError(f"{where}: h must be an array of {len(V2_HEAP)} fields ({', '.join(V2_HEAP)})")
@@ -217,6 +218,7 @@ def event_v2(where: str, data: Any, heap: Any, sites: dict[int, tuple[int | None
         cycles_entry=_integer(r, "cycles_entry"), cycles_return=_integer(r, "cycles_return", nullable=True),
         call_site=call_site if call_site is not None else ret, return_address=ret, caller=names[0],
         backtrace=tuple(names), frames=tuple(frames), depth=_integer(r, "depth"),
+        vector=_integer(r, "vector", nullable=True) if "vector" in r.data else None,
         heap=HeapState(used=h.count("used", nullable=True), free=h.count("free", nullable=True),
                        free_blocks=h.count("free_blocks", nullable=True), live_blocks=h.count("live_blocks", 0),
                        live_bytes=h.count("live_bytes", 0)),

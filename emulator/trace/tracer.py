@@ -103,8 +103,10 @@ class AllocationTracer:
         return found
 
     def attach(self, uc: Uc, accounting: CycleAccounting, first_instruction: int,
-               heap: GuestHeapLayout | None = None, ram: tuple[int, int] | None = None) -> None:
-        """Hook the entry points on `uc`; stamps count from `first_instruction` (the firmware's)."""
+               heap: GuestHeapLayout | None = None, ram: tuple[int, int] | None = None,
+               delivery: int | None = None) -> None:
+        """Hook the entry points on `uc`; stamps count from `first_instruction` (the firmware's);
+        `delivery` (the CPU's exception-delivery state) says which handler a call runs under."""
         lib = self.lib
         self.insn_base = first_instruction
         tracer = lib.at_new(accounting.native_state, uc_function("uc_reg_read"), uc_function("uc_vmem_read"),
@@ -121,6 +123,8 @@ class AllocationTracer:
         if lib.at_set_events(tracer, lo, hi, int(self.check), self._max_violations, first_instruction, int(self._write_text)):
             raise MemoryError("no memory for the allocation tracer")
         self.live_handle = lib.at_liveset(tracer)
+        if delivery is not None:
+            lib.at_set_delivery(tracer, delivery)
         if heap is not None and ram is not None:
             if lib.at_set_heap(tracer, heap.allocator, heap.heap_start, heap.heap_end, heap.min_block, ram[0], ram[1]):
                 raise MemoryError("no memory for the allocation tracer")

@@ -32,6 +32,7 @@ typedef int (*uc_ctl_t)(uc_engine *, int, ...);
 typedef int (*batch_cb_t)(void);
 
 int cm_stamp(void *model, uint64_t pc, uint64_t *insns, uint64_t *mc);
+uint64_t dl_current_vector(void *delivery);
 
 #define UC_HOOK_CODE 4
 #define UC_PROT_READ 1
@@ -105,6 +106,7 @@ struct at_tracer {
     guestwalk *walker;                /* our kernel's heap, when Python configured it */
     uint64_t changes_before;          /* free-list changes drained before the walker's buffer */
     liveset *live;
+    void *delivery;                   /* the CPU's exception delivery: which handler is running */
     v2_buffer text;
     int write_text;
 };
@@ -184,7 +186,8 @@ static void write_line(at_tracer *t, const at_event *e, const kind_spec *k, cons
     };
     uint64_t c[3];
     if (change) { c[0] = change->keep; c[1] = change->drop; c[2] = change->len; }
-    v2_event(&t->text, f, k->name, t->frames + e->bt_at, e->bt_len, h, change ? c : NULL,
+    v2_field vector = {e->vector, e->vector != NO_VECTOR};
+    v2_event(&t->text, f, k->name, t->frames + e->bt_at, e->bt_len, &vector, h, change ? c : NULL,
              change ? gw_entries(t->walker) + 2 * change->at : NULL);
 }
 
@@ -231,7 +234,7 @@ static void hook_entry(uc_engine *uc, uint64_t address, uint32_t size, void *use
     memset(&e, 0, sizeof e);
     e.seq = t->seq++;
     e.kind = en->kind;
-    e.vector = NO_VECTOR;
+    e.vector = t->delivery ? dl_current_vector(t->delivery) : NO_VECTOR;
     e.a0 = reg(t, uc, UC_X86_REG_RDI); e.a1 = reg(t, uc, UC_X86_REG_RSI);
     e.a2 = reg(t, uc, UC_X86_REG_RDX); e.a3 = reg(t, uc, UC_X86_REG_RCX);
     e.rsp = reg(t, uc, UC_X86_REG_RSP);
@@ -352,6 +355,9 @@ int at_set_events(at_tracer *t, uint64_t lo, uint64_t hi, int check, uint64_t ma
     t->write_text = write_text;
     return t->live ? 0 : -1;
 }
+
+/* Where the CPU's handlers are tracked (emulator/machine/native/delivery.c). */
+void at_set_delivery(at_tracer *t, void *delivery) { t->delivery = delivery; }
 
 /* Our kernel's heap, to walk after every call. */
 int at_set_heap(at_tracer *t, uint64_t alloc_va, uint64_t lo, uint64_t hi, uint64_t min_block, void *ram,

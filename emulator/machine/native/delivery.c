@@ -53,11 +53,14 @@ enum { STOP_NONE, STOP_HOST_RETURN, STOP_UNHANDLED, STOP_SYSCALL };
 #define HF_INHIBIT_IRQ 8u     /* the instruction after `sti` or `mov ss` takes no interrupt */
 #define RECENT 8
 #define CHAIN 8
+#define NEST 16
+#define UC_X86_REG_RSP 44
 
 typedef struct { uint16_t selector; uint64_t base; uint32_t limit; uint32_t flags; } uc_x86_mmr;
 typedef struct { uint32_t rid; uint64_t value; } uc_x86_msr;
 
 typedef struct { uint64_t vector, pc, cr2, insns; } dl_exception;
+typedef struct { uint64_t vector, rip, rsp; } dl_handler; /* a handler running; rip, rsp: what it interrupted */
 
 typedef struct {
     void *model;
@@ -88,6 +91,9 @@ typedef struct {
     int irq_line;                      /* the interrupt controller's output to the CPU */
     int check_now;                     /* call on_time at the next block whatever the clock says */
     uint64_t irq_taken;
+    /* handlers running, innermost last (64-bit): each ends when its iretq restores the interrupted RSP */
+    dl_handler nest[NEST];
+    int depth;
     /* what was handled */
     uint64_t delivered[256];
     uint64_t handled;
@@ -140,6 +146,8 @@ static void stop_unhandled(dl_state *d, uc_engine *uc, uint64_t vector, int why)
     d->emu_stop(uc);
 }
 
+static void enter_handler(dl_state *d, uc_engine *uc, uint64_t vector, uint64_t pc);
+
 /* Deliver the exception Unicorn is raising (cs->exception_index) through the guest's gate. */
 static void deliver(dl_state *d, uc_engine *uc, uint64_t vector) {
     uint64_t pc = linear_pc(d, uc);
@@ -150,9 +158,21 @@ static void deliver(dl_state *d, uc_engine *uc, uint64_t vector) {
     d->delivering = 1;
     d->do_interrupt(d->cpu); /* may not return: a fault while delivering comes back here */
     d->delivering = 0;
+    if (d->bits == 64) enter_handler(d, uc, vector, pc);
     d->delivered[vector & 255]++;
     d->recent[d->handled % RECENT] = e;
     d->handled++;
+}
+
+/* The handler just entered: its frame (below an error code, if the CPU pushed one) holds the RIP
+ * we know and the RSP its iretq will restore. */
+static void enter_handler(dl_state *d, uc_engine *uc, uint64_t vector, uint64_t pc) {
+    uint64_t rsp = reg(d, uc, UC_X86_REG_RSP), frame[6];
+    if (d->vmem_read(uc, rsp, UC_PROT_READ, frame, sizeof frame)) return;
+    int at = frame[0] == pc ? 0 : frame[1] == pc ? 1 : -1; /* [error code,] RIP, CS, RFLAGS, RSP, SS */
+    if (at < 0) return;
+    if (d->depth == NEST) { memmove(d->nest, d->nest + 1, (NEST - 1) * sizeof *d->nest); d->depth--; }
+    d->nest[d->depth++] = (dl_handler){vector, pc, frame[at + 3]};
 }
 
 static void hook_intr(uc_engine *uc, uint32_t intno, void *user) {
@@ -201,6 +221,12 @@ static void hook_block(uc_engine *uc, uint64_t address, uint32_t size, void *use
     dl_state *d = user;
     (void)size;
     if (d->stop) return;
+    /* a handler has returned once the stack pointer is back where its iretq puts it (the handler
+     * runs below its frame, or on an IST stack; it may change the frame's RIP, as fix-ups do) */
+    if (d->depth) {
+        uint64_t rsp = reg(d, uc, UC_X86_REG_RSP);
+        while (d->depth && rsp == d->nest[d->depth - 1].rsp) d->depth--;
+    }
     if (d->check_now || cm_millicycles(d->model) >= d->next_event) { /* the clock after this block: cheap */
         uint64_t insns, now;
         cm_stamp(d->model, address, &insns, &now); /* the clock before it */
@@ -281,6 +307,8 @@ void dl_set_next_event(dl_state *d, uint64_t mc) { d->next_event = mc; }
 void dl_set_irq_line(dl_state *d, int asserted) { d->irq_line = asserted; }
 void dl_check_now(dl_state *d) { d->check_now = 1; }
 uint64_t dl_irq_taken(dl_state *d) { return d->irq_taken; }
+/* The vector of the innermost handler running (NO_VECTOR: none): what an allocator call runs under. */
+uint64_t dl_current_vector(dl_state *d) { return d && d->depth ? d->nest[d->depth - 1].vector : NO_VECTOR; }
 void *dl_hook_block(void) { return (void *)hook_block; }
 void dl_set_calling(dl_state *d, int calling) { d->calling = calling; if (calling) d->stop = STOP_NONE; }
 void dl_clear_stop(dl_state *d) { d->stop = STOP_NONE; d->delivering = 0; }

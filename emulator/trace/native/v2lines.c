@@ -36,7 +36,7 @@ static void field(v2_buffer *b, const v2_field *f) {
 }
 
 void v2_event(v2_buffer *b, const v2_field *fields, const char *kind, const uint64_t *frames, size_t nframes,
-              const v2_field *heap, const uint64_t *change, const uint64_t *entries) {
+              const v2_field *vector, const v2_field *heap, const uint64_t *change, const uint64_t *entries) {
     put(b, "{\"e\":[", 6);
     for (int i = 0; i < V2_EVENT_FIELDS; i++) {
         if (i == 1) { put(b, "\"", 1); put(b, kind, strlen(kind)); put(b, "\"", 1); }
@@ -48,7 +48,9 @@ void v2_event(v2_buffer *b, const v2_field *fields, const char *kind, const uint
         if (i) put(b, ",", 1);
         number(b, frames[i]);
     }
-    put(b, "]],\"h\":[", 8);
+    put(b, "],", 2);
+    field(b, vector);
+    put(b, "],\"h\":[", 7);
     for (int i = 0; i < V2_HEAP_FIELDS; i++) {
         if (i) put(b, ",", 1);
         field(b, &heap[i]);
