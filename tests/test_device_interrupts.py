@@ -124,3 +124,60 @@ def test_interrupts_wait_while_if_is_clear(tmp_path):
     assert source.taken == 1 and results(machine, 1)[0] == 1
     # taken after `sti` and the one instruction it shields: it returns to the second nop
     assert results(machine, 2)[1] == machine.image.symbols.get("second_nop").address
+
+
+SPIN_HANDLER = """
+.function tick_lock, idt::tick_lock
+tick_lock:
+    push rbp
+    mov rbp, rsp
+.Lspin:
+    pause
+    cmp byte ptr [rip + the_lock], 0
+    jne .Lspin
+    pop rbp
+    iretq
+.endfunction
+.section bss
+the_lock: .zero 8
+.section text
+"""
+
+
+def test_a_handler_spinning_on_a_lock_the_interrupted_code_holds_is_a_deadlock(tmp_path):
+    """The classic single-CPU deadlock: the main code holds a lock with interrupts on, the timer's
+    handler (an interrupt gate: interrupts off) waits for it. Found from the spin, not from names."""
+    main = (".function main, idt::main\nmain:\n    push rbp\n    mov rbp, rsp\n    call setup_tss\n"
+            + gate(VECTOR, "tick_lock") + "    call load_idt\n    call holder\n    pop rbp\n    ret\n.endfunction\n"
+            + """.function holder, idt::holder
+holder:
+    push rbp
+    mov rbp, rsp
+    mov byte ptr [rip + the_lock], 1
+    sti
+.Lwork:
+    jmp .Lwork                                ; the work the tick interrupts, lock held
+.endfunction
+""")
+    image = build(tmp_path, main + SPIN_HANDLER + SUPPORT + DATA.format(ist2=0))
+    machine, result = _run(image, Periodic(5_000_000, 10**15))
+    assert (result.stop_reason, result.exit_code) == (StopReason.DEADLOCK, 3), result.detail
+    report = result.deadlock
+    assert report.vector == VECTOR and report.lock == machine.image.symbols.get("the_lock").address
+    assert report.spinner_backtrace[0].startswith("idt::tick_lock+")
+    assert report.holder_backtrace[0].startswith("idt::holder+") and report.holder_backtrace[1].startswith("idt::main+")
+    assert "only the code it interrupted" in report.summary
+    assert result.instructions < 2_000_000  # found after a bounded spin, not at a limit
+
+
+def test_a_handler_that_polls_and_makes_progress_is_not_a_deadlock(tmp_path):
+    """A handler that waits with interrupts off but counts down (its registers change) finishes."""
+    wait_handler = handler("tick_wait", "    mov ecx, 50000\n.Lcount:\n    dec ecx\n    jnz .Lcount\n"
+                                        "    inc qword ptr [rip + results]\n")
+    main = (".function main, idt::main\nmain:\n    push rbp\n    mov rbp, rsp\n    call setup_tss\n"
+            + gate(VECTOR, "tick_wait") + "    call load_idt\n    sti\n" + BUSY_LOOP.replace("5", "2")
+            + "    cli\n    pop rbp\n    ret\n.endfunction\n")
+    image = build(tmp_path, main + wait_handler + SUPPORT + DATA.format(ist2=0))
+    machine, result = _run(image, Periodic(5_000_000, 400_000_000))  # longer than the handler takes
+    assert (result.stop_reason, result.exit_code) == (StopReason.EXIT, 0), result.detail
+    assert results(machine, 1)[0] == 2

@@ -41,6 +41,8 @@ def _finish_run(boot: TracedBoot, stream: SerialStream):
         return run  # a closed pipe ends the command quietly
     if result.fault is not None:
         print(result.fault.render(), file=sys.stderr)
+    if result.deadlock is not None:
+        print(result.deadlock.render(), file=sys.stderr)
     for violation in run.violations:
         print(f"aeth-emu: heap check: {violation.message}", file=sys.stderr)
     status = "exit" if result.stop_reason is StopReason.EXIT else "stopped"

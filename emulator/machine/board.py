@@ -42,9 +42,11 @@ from emulator.layout import (
 from emulator.lifetimes import weak_callback
 from emulator.machine import cpu, engine
 from emulator.machine.bootparams import boot_parameter_block
+from emulator.machine.deadlock import describe_deadlock
 from emulator.machine.delivery import (
     EXCEPTION_VECTORS,
     NO_VECTOR,
+    STOP_DEADLOCK,
     STOP_HOST_RETURN,
     STOP_SYSCALL,
     STOP_UNHANDLED,
@@ -251,6 +253,11 @@ class Machine:
     def _exception_stop(self, uc: Uc) -> None:
         """The delivery hooks stopped the CPU: an exception the guest cannot handle, or a triple fault."""
         why, exc = self.delivery.stop()
+        if why == STOP_DEADLOCK and self._stop is None:
+            report = describe_deadlock(uc, self.memory.read, self.image.symbols, exc.vector, exc.pc,
+                                       self.delivery.interrupted() or (0, 0))
+            self._stop_pc = exc.pc  # the spinning block did not run as far as the run is concerned
+            self._request_stop(StopReason.DEADLOCK, report.summary, deadlock=report)
         if why == STOP_SYSCALL and self._stop is None:
             # Unicorn moves RIP past a syscall once its hooks return; as a fault, it stays on it
             self._stop_pc = exc.pc
@@ -474,6 +481,7 @@ class Machine:
             serial=bytes(self._serial),
             post_codes=tuple(self.post.codes),
             fault=stop.fault,
+            deadlock=stop.deadlock,
             unknown_ports=dict(self.bus.unknown_ports),
             wall_seconds=wall,
             screen=screen_text(self.memory.read),

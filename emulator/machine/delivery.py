@@ -22,7 +22,7 @@ from emulator.cycles.accounting import CycleAccounting
 from emulator.cycles.native import extension, uc_function
 from emulator.errors import NativeError
 
-STOP_NONE, STOP_HOST_RETURN, STOP_UNHANDLED, STOP_SYSCALL = range(4)
+STOP_NONE, STOP_HOST_RETURN, STOP_UNHANDLED, STOP_SYSCALL, STOP_DEADLOCK = range(5)
 NO_VECTOR = (1 << 64) - 1  # a stop that is not an exception (syscall with EFER.SCE set)
 EXCEPTION_VECTORS = range(32)  # the CPU's own; the rest are `int n` and device interrupts
 _FIND_ENV = (0x6165_7468_2D65_6E76, 0x7265_6773_2D72_6378)  # written to RAX and RCX to find the CPU state
@@ -49,6 +49,10 @@ class InterruptSource(Protocol):
         """When (millicycles) a timer next raises a line, or None."""
 
 
+class Handler_(ctypes.Structure):  # dl_handler
+    _fields_ = [(name, ctypes.c_uint64) for name in ("vector", "rip", "rsp", "rbp")]
+
+
 class Exception_(ctypes.Structure):  # dl_exception
     _fields_ = [(name, ctypes.c_uint64) for name in ("vector", "pc", "cr2", "insns")]
 
@@ -73,7 +77,8 @@ def _lib() -> ctypes.CDLL:
             "dl_hook_syscall": (p, []), "cm_instructions": (u64, [p]), "dl_set_devices": (None, [p, p, DEVICE_CB, DEVICE_CB]),
             "dl_set_next_event": (None, [p, u64]), "dl_set_irq_line": (None, [p, i]), "dl_check_now": (None, [p]),
             "dl_irq_taken": (u64, [p]), "dl_hook_block": (p, []), "cm_idle": (None, [p, u64]),
-            "cm_halted_mc": (u64, [p]), "cm_millicycles": (u64, [p])}
+            "cm_halted_mc": (u64, [p]), "cm_millicycles": (u64, [p]),
+            "dl_innermost": (i, [p, ctypes.POINTER(Handler_)])}
     try:
         for name, (res, args) in sigs.items():
             fn = getattr(lib, name)
@@ -201,6 +206,11 @@ class ExceptionDelivery:
         chain = (Exception_ * 8)()
         n = self._lib.dl_delivering(self._state, chain, 8)
         return [Handled(e.vector, e.pc, e.cr2, e.insns) for e in chain[:n]]
+
+    def interrupted(self) -> tuple[int, int] | None:
+        """The RIP and RBP of the code the innermost running handler interrupted (None: no handler)."""
+        h = Handler_()
+        return (h.rip, h.rbp) if self._lib.dl_innermost(self._state, ctypes.byref(h)) else None
 
     def clear_stop(self) -> None:
         self._lib.dl_clear_stop(self._state)

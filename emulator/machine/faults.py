@@ -122,7 +122,7 @@ def build_fault_report(
         location=symbols.describe(rip),
         instruction=text,
         registers=regs,
-        backtrace=_backtrace(vm, symbols, rip, regs.get("rbp", regs.get("ebp", 0)), 8 if bits == 64 else 4),
+        backtrace=frame_backtrace(vm, symbols, rip, regs.get("rbp", regs.get("ebp", 0)), 8 if bits == 64 else 4),
         cr2=cr2,
         page_walk=walk,
     )
@@ -153,7 +153,7 @@ def _access_kind(insn, rip: int, cr2: int) -> str:
     return "read"
 
 
-def _backtrace(vm, symbols, rip: int, rbp: int, word: int) -> list[str]:
+def frame_backtrace(vm, symbols, rip: int, rbp: int, word: int = 8) -> list[str]:
     """Walk saved frame pointers: [rbp] is the caller's rbp, [rbp+word] the return address."""
     frames = [f"{symbols.describe(rip)} (0x{rip:x})"]
     seen = set()

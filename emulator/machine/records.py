@@ -9,6 +9,7 @@ from enum import Enum
 from emulator.errors import UsageError
 from emulator.layout import DEFAULT_RAM_MIB, MAX_RAM_MIB, MIN_RAM_MIB
 from emulator.machine.bootparams import encode_cmdline
+from emulator.machine.deadlock import DeadlockReport
 from emulator.machine.faults import FaultReport
 
 MAX_INSNS = 1 << 62  # far beyond any run, and safely inside the native counter's u64
@@ -21,11 +22,12 @@ class StopReason(str, Enum):
     MAX_INSNS = "max-insns"
     TIMEOUT = "timeout"
     HALT = "halt"  # hlt with nothing that could wake the CPU
+    DEADLOCK = "deadlock"  # an interrupt handler spins, interrupts off, on what the code it interrupted holds
     INTERRUPTED = "interrupted"  # Ctrl-C on the host
 
 
 # `aeth-emu`'s exit code for each stop; an EXIT is 0 or 1 by the value the guest wrote.
-EXIT_CODES = {StopReason.FAULT: 3, StopReason.MAX_INSNS: 4, StopReason.TIMEOUT: 4,
+EXIT_CODES = {StopReason.FAULT: 3, StopReason.DEADLOCK: 3, StopReason.MAX_INSNS: 4, StopReason.TIMEOUT: 4,
               StopReason.HALT: 4, StopReason.INTERRUPTED: 4}
 
 
@@ -65,6 +67,7 @@ class Stop:
     detail: str = ""
     guest_exit_value: int | None = None
     fault: FaultReport | None = None
+    deadlock: DeadlockReport | None = None
 
 
 @dataclass(frozen=True)
@@ -89,3 +92,4 @@ class RunResult:
     interrupts: dict[int, int] = field(default_factory=dict)  # deliveries through the guest's IDT, by vector
     exceptions_handled: int = 0  # of those, CPU exceptions (vectors 0-31)
     recent_exceptions: tuple = ()  # the last few handled (delivery.Handled), oldest first
+    deadlock: DeadlockReport | None = None

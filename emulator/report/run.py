@@ -39,6 +39,7 @@ def build_report(run: BootRun) -> dict[str, Any]:
         "post_codes": [f"0x{c:02x}" for c in result.post_codes],
         "unknown_ports": {f"0x{p:x}": access for p, access in result.unknown_ports.items()},
         "fault": result.fault.to_json() if result.fault else None,
+        "deadlock": result.deadlock.to_json() if result.deadlock else None,
         "interrupts": {f"0x{v:02x}": n for v, n in sorted(result.interrupts.items())},
         "exceptions_handled": {"count": result.exceptions_handled, "recent": [
             {"vector": f"0x{e.vector:02x}", "name": exception_name(e.vector), "rip": f"0x{e.pc:x}",

@@ -194,9 +194,10 @@ class PicPair:
     # -- the machine's side ---------------------------------------------------------------------
 
     def set_irq(self, line: int, level: bool) -> None:
-        """Drive ISA line 0-15 (8-15 are the slave's IR0-7)."""
-        if not 0 <= line < 16:
-            raise ValueError(f"IRQ line {line} out of range 0-15")
+        """Drive ISA line 0-15 (8-15 are the slave's IR0-7). Line 2 is the cascade: an AT bus
+        routes a device's IRQ2 to IRQ9, so driving it directly is refused."""
+        if not 0 <= line < 16 or line == CASCADE_LINE:
+            raise ValueError(f"IRQ line {line} is not 0-15 or is the cascade (2)")
         chip = self.master if line < 8 else self.slave
         chip.set_input(line & 7, level)
         self._update()

@@ -44,7 +44,7 @@ uint64_t cm_millicycles(void *model);
 #define EFER_SCE 1u
 #define EFER_LMA (1u << 10)
 
-enum { STOP_NONE, STOP_HOST_RETURN, STOP_UNHANDLED, STOP_SYSCALL };
+enum { STOP_NONE, STOP_HOST_RETURN, STOP_UNHANDLED, STOP_SYSCALL, STOP_DEADLOCK };
 #define NO_VECTOR UINT64_MAX
 #define NEVER UINT64_MAX
 #define RFLAGS_IF 0x200u
@@ -54,13 +54,17 @@ enum { STOP_NONE, STOP_HOST_RETURN, STOP_UNHANDLED, STOP_SYSCALL };
 #define RECENT 8
 #define CHAIN 8
 #define NEST 16
+#define SPINS 4
+#define SPIN_LIMIT 20000 /* visits of one block with the whole register state unchanged */
+#define UC_X86_REG_RBP 36
 #define UC_X86_REG_RSP 44
 
 typedef struct { uint16_t selector; uint64_t base; uint32_t limit; uint32_t flags; } uc_x86_mmr;
 typedef struct { uint32_t rid; uint64_t value; } uc_x86_msr;
 
 typedef struct { uint64_t vector, pc, cr2, insns; } dl_exception;
-typedef struct { uint64_t vector, rip, rsp; } dl_handler; /* a handler running; rip, rsp: what it interrupted */
+typedef struct { uint64_t vector, rip, rsp, rbp; } dl_handler; /* a handler running; rip..rbp: what it interrupted */
+typedef struct { uint64_t address, state, count; } dl_spin;   /* a block seen in a handler with IF clear */
 
 typedef struct {
     void *model;
@@ -94,6 +98,8 @@ typedef struct {
     /* handlers running, innermost last (64-bit): each ends when its iretq restores the interrupted RSP */
     dl_handler nest[NEST];
     int depth;
+    dl_spin spins[SPINS];              /* loops of the innermost handler while IF is clear */
+    int next_spin;
     /* what was handled */
     uint64_t delivered[256];
     uint64_t handled;
@@ -172,7 +178,8 @@ static void enter_handler(dl_state *d, uc_engine *uc, uint64_t vector, uint64_t 
     int at = frame[0] == pc ? 0 : frame[1] == pc ? 1 : -1; /* [error code,] RIP, CS, RFLAGS, RSP, SS */
     if (at < 0) return;
     if (d->depth == NEST) { memmove(d->nest, d->nest + 1, (NEST - 1) * sizeof *d->nest); d->depth--; }
-    d->nest[d->depth++] = (dl_handler){vector, pc, frame[at + 3]};
+    d->nest[d->depth++] = (dl_handler){vector, pc, frame[at + 3], reg(d, uc, UC_X86_REG_RBP)};
+    memset(d->spins, 0, sizeof d->spins);
 }
 
 static void hook_intr(uc_engine *uc, uint32_t intno, void *user) {
@@ -209,6 +216,28 @@ static void hook_syscall(uc_engine *uc, void *user) {
     stop_unhandled(d, uc, efer.value & EFER_SCE ? NO_VECTOR : 6, STOP_SYSCALL); /* pc: the syscall */
 }
 
+/* ---- the interrupt-context deadlock ---------------------------------------------------------- */
+
+/* A handler running with interrupts off is alone on the CPU: nothing else can change memory. If it
+ * comes back to the same block again and again with every register unchanged, it waits for
+ * something only the code it interrupted can do (release a lock, typically): it never ends. */
+static int spinning(dl_state *d, uc_engine *uc, uint64_t address) {
+    static const int gprs[] = {35, 37, 38, 40, 36, 39, 43, 44, 106, 107, 108, 109, 110, 111, 112, 113, 25};
+    uint64_t state = 1469598103934665603ull;
+    for (size_t i = 0; i < sizeof gprs / sizeof *gprs; i++) state = (state ^ reg(d, uc, gprs[i])) * 1099511628211ull;
+    for (int i = 0; i < SPINS; i++) {
+        dl_spin *s = &d->spins[i];
+        if (s->address != address) continue;
+        if (s->state == state) return ++s->count >= SPIN_LIMIT;
+        s->state = state;
+        s->count = 0;
+        return 0;
+    }
+    d->spins[d->next_spin] = (dl_spin){address, state, 0};
+    d->next_spin = (d->next_spin + 1) % SPINS;
+    return 0;
+}
+
 /* ---- device interrupts ------------------------------------------------------------------------ */
 
 /* At the start of every block, before it runs: a device whose time has come catches up, and an
@@ -226,6 +255,12 @@ static void hook_block(uc_engine *uc, uint64_t address, uint32_t size, void *use
     if (d->depth) {
         uint64_t rsp = reg(d, uc, UC_X86_REG_RSP);
         while (d->depth && rsp == d->nest[d->depth - 1].rsp) d->depth--;
+        if (d->depth && !(reg(d, uc, UC_X86_REG_EFLAGS) & RFLAGS_IF) && spinning(d, uc, address)) {
+            d->stop = STOP_DEADLOCK;
+            d->stopped = (dl_exception){d->nest[d->depth - 1].vector, address, 0, d->instructions(d->model)};
+            d->emu_stop(uc);
+            return;
+        }
     }
     if (d->check_now || cm_millicycles(d->model) >= d->next_event) { /* the clock after this block: cheap */
         uint64_t insns, now;
@@ -307,6 +342,12 @@ void dl_set_next_event(dl_state *d, uint64_t mc) { d->next_event = mc; }
 void dl_set_irq_line(dl_state *d, int asserted) { d->irq_line = asserted; }
 void dl_check_now(dl_state *d) { d->check_now = 1; }
 uint64_t dl_irq_taken(dl_state *d) { return d->irq_taken; }
+/* The innermost handler running: what it interrupted (0: none). */
+int dl_innermost(dl_state *d, dl_handler *out) {
+    if (!d->depth) return 0;
+    *out = d->nest[d->depth - 1];
+    return 1;
+}
 /* The vector of the innermost handler running (NO_VECTOR: none): what an allocator call runs under. */
 uint64_t dl_current_vector(dl_state *d) { return d && d->depth ? d->nest[d->depth - 1].vector : NO_VECTOR; }
 void *dl_hook_block(void) { return (void *)hook_block; }
