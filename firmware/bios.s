@@ -82,6 +82,26 @@ post:                               ; F000:0000, where the reset vector jumps
     mov al, 0x10
     out 0x80, al
 
+    ; The interrupt controllers as a BIOS sets them up: the master's IRQs at vectors 0x08-0x0F, the
+    ; slave's at 0x70-0x77 on the master's IRQ2, and every line masked: the kernel takes them over.
+    mov al, 0x11                    ; ICW1: edge-triggered, cascade, ICW4 follows
+    out 0x20, al
+    out 0xA0, al
+    mov al, 0x08                    ; ICW2: vector bases
+    out 0x21, al
+    mov al, 0x70
+    out 0xA1, al
+    mov al, 0x04                    ; ICW3: the slave on IRQ2
+    out 0x21, al
+    mov al, 0x02
+    out 0xA1, al
+    mov al, 0x01                    ; ICW4: 8086 mode
+    out 0x21, al
+    out 0xA1, al
+    mov al, 0xFF                    ; OCW1: all masked
+    out 0x21, al
+    out 0xA1, al
+
     ; BIOS data area and the extended BIOS data area.
     mov word ptr [0x400], COM1
     mov word ptr [0x40E], 0x9FC0

@@ -261,8 +261,18 @@ def test_a20_fast_gate(booted):
     # Read port 0x92, set bit 1 (A20), clear bit 0 (it would reset the CPU), write it back.
     assert booted.port_reads == [0x92]
     assert [value for port, value in booted.port_writes if port == 0x92] == [0x02]
-    other = {port for port, _ in booted.port_writes} - {0x92} - set(range(COM1, COM1 + 8))
+    other = {port for port, _ in booted.port_writes} - {0x92} - set(range(COM1, COM1 + 8)) - PIC_PORTS
     assert other == set()
+
+
+PIC_PORTS = {0x20, 0x21, 0xA0, 0xA1}
+
+
+def test_the_interrupt_controllers_are_set_up_and_masked(booted):
+    """As a BIOS: ICW1-4 to both 8259As (vectors 0x08 and 0x70, the slave on IRQ2), then all masked."""
+    writes = [(port, value) for port, value in booted.port_writes if port in PIC_PORTS]
+    assert writes == [(0x20, 0x11), (0xA0, 0x11), (0x21, 0x08), (0xA1, 0x70), (0x21, 0x04), (0xA1, 0x02),
+                      (0x21, 0x01), (0xA1, 0x01), (0x21, 0xFF), (0xA1, 0xFF)]
 
 
 def test_a20_gate_keeps_the_other_bits(rom):
@@ -319,9 +329,9 @@ def test_pvh_handoff_registers(booted):
     assert not booted.reg("eflags") & (1 << 9)  # IF
 
 
-@pytest.mark.parametrize(("cmdline", "expected"), [(b"allocator=bump test", 1497), (None, 1489)])
+@pytest.mark.parametrize(("cmdline", "expected"), [(b"allocator=bump test", 1514), (None, 1506)])
 def test_instruction_count(rom, cmdline, expected):
-    # IVT loop 256 x 5 = 1280, banner loop 14 x 6 + 3 = 87, 130 straight-line instructions with a
+    # IVT loop 256 x 5 = 1280, banner loop 14 x 6 + 3 = 87, 147 straight-line instructions with a
     # command line (8 fewer without); a `rep` counts once however many iterations it runs.
     run = run_firmware(rom, boot_block(cmdline=cmdline), per_instruction=True)
     assert run.counter.count == run.reference_count == expected

@@ -24,6 +24,7 @@ from unicorn import (
 from unicorn import x86_const as x86
 
 from emulator.cycles.accounting import CycleAccounting
+from emulator.cycles.params import load_params
 from emulator.errors import GuestMemoryError
 from emulator.guestmem.virtual import VirtualMemory
 from emulator.image.loader import KernelImage
@@ -59,6 +60,7 @@ from emulator.machine.devices.uart16550 import LSR, RBR_THR, Uart16550
 from emulator.machine.devices.vga import screen_text
 from emulator.machine.faults import build_fault_report, exception_name
 from emulator.machine.guestcall import CALL_RETURN, call_function
+from emulator.machine.interrupts import PcInterrupts
 from emulator.machine.physmem import PhysicalMemory
 from emulator.machine.ports import NativePorts
 from emulator.machine.records import EXIT_CODES, BootConfig, RunResult, Stop, StopReason
@@ -113,7 +115,11 @@ class Machine:
         self.firmware_accounting: CycleAccounting | None = None
         self.delivery: ExceptionDelivery | None = None  # the current instance's exception hooks
         self.deliveries: list[ExceptionDelivery] = []  # every instance's, for the report
-        self.interrupt_source: InterruptSource | None = None  # device interrupts for the kernel's CPU
+        # device interrupts for the kernel's CPU: the PC's PIC pair and PIT (a test may put its own)
+        self.pc_interrupts = PcInterrupts(weak_callback(self._machine_millicycles, dead=0),
+                                          round(load_params().clock_ghz * 1e9))
+        self.pc_interrupts.attach(self.bus)
+        self.interrupt_source: InterruptSource | None = self.pc_interrupts
         self._handoff: dict[str, int] | None = None  # firmware registers at the kernel's entry
         self._handoff_gdtr = None
         self._stop_pc: int | None = None  # where a stop from a hook ended the run (the block runs on)
@@ -205,6 +211,7 @@ class Machine:
         self.accounting = self._account(uc)
         uc.reg_write(x86.UC_X86_REG_IDTR, (0, 0, 0, 0))  # PVH hands over no IDT: until `lidt`, none
         self._deliver_exceptions(uc, 64)
+        self.pc_interrupts.kernel_start = self.firmware_accounting.millicycles if self.firmware_accounting else 0
         if self.interrupt_source is not None:
             self.delivery.connect(self.interrupt_source, weak_callback(self._device_failed))
         for instrument in self.kernel_instruments:
@@ -219,6 +226,13 @@ class Machine:
             begin = cpu.pc(uc)  # `hlt` retired: the interrupt returns after it
         if self._stop is None:
             self._classify_silent_stop(uc, bits=64)
+
+    def _machine_millicycles(self) -> int:
+        """Time since reset on the model's clock: the firmware's, then the kernel's after it."""
+        total = self.firmware_accounting.millicycles if self.firmware_accounting else 0
+        if self.accounting is not None and self.accounting is not self.firmware_accounting:
+            total += self.accounting.millicycles
+        return total
 
     def _halted_until_interrupt(self, uc: Uc) -> bool:
         """emu_start returned at a `hlt` with interrupts on: wait (in model time) for a device."""

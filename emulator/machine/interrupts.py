@@ -1,0 +1,57 @@
+"""The PC's interrupt hardware wired to the CPU: the 8259A pair, the 8254 PIT whose channel 0
+drives IRQ0, and the CMOS RTC, on the machine's clock (the cycle model's, in millicycles).
+
+The CPU side is native (native/delivery.c): it calls `catch_up` only when the clock reaches
+`next_event`, and `acknowledge` when it takes an interrupt; the machine calls the delivery's
+`sync` after each port write. Nothing here runs per instruction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fractions import Fraction
+
+from emulator.machine.devices.bus import PortBus
+from emulator.machine.devices.pic8259 import MASTER_PORT, SLAVE_PORT, PicPair
+from emulator.machine.devices.pit8254 import PIT_PORT, PIT_PORTS, PORT_B, Pit, mc_per_tick
+from emulator.machine.devices.rtc import RTC_PORT, RTC_PORTS, CmosRtc
+
+TIMER_LINE = 0  # the PIT's channel 0 drives the master's IRQ0
+
+
+class PcInterrupts:
+    """An `InterruptSource` (emulator/machine/delivery.py). `now()` is the machine's time in
+    millicycles since reset; the kernel CPU's clock starts at its own entry, `kernel_start` later."""
+
+    def __init__(self, now: Callable[[], int], clock_hz: int) -> None:
+        self._now = now
+        self.kernel_start = 0  # machine time when the kernel's CPU instance began (its clock's zero)
+        self.pic = PicPair()
+        self.pit = Pit(now, mc_per_tick(clock_hz))
+        self.rtc = CmosRtc(now, Fraction(clock_hz * 1000))
+
+    def attach(self, bus: PortBus) -> None:
+        bus.attach(self.pic, MASTER_PORT, 2)
+        bus.attach(self.pic, SLAVE_PORT, 2)
+        bus.attach(self.pit, PIT_PORT, PIT_PORTS)
+        bus.attach(self.pit, PORT_B, 1)
+        bus.attach(self.rtc, RTC_PORT, RTC_PORTS)
+
+    # -- InterruptSource (times in the kernel CPU's clock) ---------------------------------
+
+    def catch_up(self, now: int) -> None:
+        if self.pit.advance(self.kernel_start + now):
+            self.pic.pulse_irq(TIMER_LINE)  # edge-triggered: edges that came together make one request
+
+    def asserted(self) -> bool:
+        return self.pic.pending()
+
+    def acknowledge(self) -> int:
+        return self.pic.acknowledge()
+
+    def next_event(self) -> int | None:
+        """When the timer next raises IRQ0, while the PIC lets IRQ0 through (masked, it wakes nothing)."""
+        if self.pic.master.imr & (1 << TIMER_LINE):
+            return None
+        when = self.pit.next_event(self._now())
+        return None if when is None else max(when - self.kernel_start, 0)
