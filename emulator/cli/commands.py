@@ -222,13 +222,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     loop, real, guest = results
     from emulator.cycles.params import load_params
 
+    from emulator.machine.unicorn_build import loaded_build
+
     report = bench.report(loop, real, guest, load_params().clock_ghz)
+    report["unicorn"] = str(loaded_build())
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     out = Console()
     if not out.is_terminal:
         out.width = 160  # whole rows in logs and pipes
+    out.print(f"CPU: {report['unicorn']}")
     table = Table(title="host speed on a load/add/store loop (same run)")
     for column in ("workload", "instructions", "seconds", "MIPS", "ratio"):
         table.add_column(column, justify="left" if column == "workload" else "right")
