@@ -78,7 +78,8 @@ def _lib() -> ctypes.CDLL:
             "dl_set_next_event": (None, [p, u64]), "dl_set_irq_line": (None, [p, i]), "dl_check_now": (None, [p]),
             "dl_irq_taken": (u64, [p]), "dl_hook_block": (p, []), "cm_idle": (None, [p, u64]),
             "cm_halted_mc": (u64, [p]), "cm_millicycles": (u64, [p]),
-            "dl_innermost": (i, [p, ctypes.POINTER(Handler_)])}
+            "dl_innermost": (i, [p, ctypes.POINTER(Handler_)]), "dl_set_cpuid": (None, [p, p]),
+            "dl_hook_cpuid": (p, [])}
     try:
         for name, (res, args) in sigs.items():
             fn = getattr(lib, name)
@@ -114,6 +115,9 @@ class ExceptionDelivery:
             # between blocks: handlers returning (which handler an allocator call runs under), and
             # device interrupts once a source is connected
             self._hook(uc, UC_HOOK_BLOCK, lib.dl_hook_block())
+            # CPUID says what is modelled: no local APIC, x2APIC or TSC-deadline timer
+            lib.dl_set_cpuid(self._state, uc_function("cpu_x86_cpuid_x86_64"))
+            self._hook(uc, UC_HOOK_INSN, lib.dl_hook_cpuid(), x86.UC_X86_INS_CPUID)
 
     def connect(self, source: InterruptSource, fail: Callable[[BaseException], None]) -> None:
         """Take device interrupts from `source` at block boundaries (64-bit instances only).

@@ -26,6 +26,7 @@ typedef void (*do_interrupt_t)(void *);
 typedef void (*raise_exception_t)(void *, int);
 typedef void (*raise_interrupt_t)(void *, int, int, int, int);
 typedef int (*device_cb_t)(uint64_t);
+typedef void (*cpuid_t)(void *, uint32_t, uint32_t, uint32_t *, uint32_t *, uint32_t *, uint32_t *);
 
 void cm_finish(void *model, uint64_t stop_pc);
 int cm_stamp(void *model, uint64_t pc, uint64_t *insns, uint64_t *mc);
@@ -95,6 +96,7 @@ typedef struct {
     int irq_line;                      /* the interrupt controller's output to the CPU */
     int check_now;                     /* call on_time at the next block whatever the clock says */
     uint64_t irq_taken;
+    cpuid_t cpuid;                     /* QEMU's own CPUID (cpu_x86_cpuid) */
     /* handlers running, innermost last (64-bit): each ends when its iretq restores the interrupted RSP */
     dl_handler nest[NEST];
     int depth;
@@ -280,6 +282,27 @@ static void hook_block(uc_engine *uc, uint64_t address, uint32_t size, void *use
     d->raise_interrupt(env, vector, 0, 0, 0); /* does not return */
 }
 
+/* ---- CPUID -------------------------------------------------------------------------------- */
+
+/* CPUID as QEMU's qemu64 model answers it, less what this machine does not model: the local APIC
+ * (leaf 1 EDX bit 9), x2APIC (ECX bit 21) and the TSC-deadline timer (ECX bit 24). */
+#define CPUID1_EDX_APIC (1u << 9)
+#define CPUID1_ECX_X2APIC (1u << 21)
+#define CPUID1_ECX_TSC_DEADLINE (1u << 24)
+static int hook_cpuid(uc_engine *uc, void *user) {
+    dl_state *d = user;
+    (void)uc;
+    uint64_t *regs = (uint64_t *)((char *)d->cpu + d->env_offset); /* regs[]: EAX, ECX, EDX, EBX */
+    uint32_t leaf = (uint32_t)regs[0], sub = (uint32_t)regs[1], a, b, c, dx;
+    d->cpuid((char *)d->cpu + d->env_offset, leaf, sub, &a, &b, &c, &dx);
+    if (leaf == 1) {
+        dx &= ~CPUID1_EDX_APIC;
+        c &= ~(CPUID1_ECX_X2APIC | CPUID1_ECX_TSC_DEADLINE);
+    }
+    regs[0] = a; regs[3] = b; regs[1] = c; regs[2] = dx;
+    return 1; /* answered: Unicorn skips its own */
+}
+
 /* ---- Python's side ------------------------------------------------------------------------ */
 
 size_t dl_size(void) { return sizeof(dl_state); }
@@ -351,6 +374,8 @@ int dl_innermost(dl_state *d, dl_handler *out) {
 /* The vector of the innermost handler running (NO_VECTOR: none): what an allocator call runs under. */
 uint64_t dl_current_vector(dl_state *d) { return d && d->depth ? d->nest[d->depth - 1].vector : NO_VECTOR; }
 void *dl_hook_block(void) { return (void *)hook_block; }
+void dl_set_cpuid(dl_state *d, void *cpuid) { d->cpuid = (cpuid_t)cpuid; }
+void *dl_hook_cpuid(void) { return (void *)hook_cpuid; }
 void dl_set_calling(dl_state *d, int calling) { d->calling = calling; if (calling) d->stop = STOP_NONE; }
 void dl_clear_stop(dl_state *d) { d->stop = STOP_NONE; d->delivering = 0; }
 void *dl_hook_intr(void) { return (void *)hook_intr; }
