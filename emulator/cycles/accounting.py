@@ -9,7 +9,8 @@ per-access callback is C (`emulator/cycles/native/cyclemodel.c`, built by `pip i
 * `UC_HOOK_BLOCK` counts each executed block's instructions, adds its base cost, touches its
   code lines in the L1I, evaluates the branch that ended the *previous* block (gshare direction,
   BTB, return stack) against the address actually reached, and enforces the instruction budget.
-* `UC_HOOK_MEM_READ|WRITE` feeds the L1D/L2/L3 caches and the L1/L2 DTLB (virtual pages) and
+* `UC_HOOK_MEM_READ|WRITE` feeds the L1D/L2/L3 caches (physical lines) and the L1/L2 DTLB
+  (virtual pages, found back from the physical address through the guest's page tables) and
   notices writes into lines that hold decoded code (self-modifying code: those blocks are
   forgotten and decoded again when Unicorn re-translates them).
 * `UC_HOOK_INSN` for `rdtsc`/`rdtscp` (the Python binding refuses these; the C API accepts them)
@@ -17,17 +18,18 @@ per-access callback is C (`emulator/cycles/native/cyclemodel.c`, built by `pip i
 * `UC_HOOK_INTR`, `UC_HOOK_INSN_INVALID` and the invalid-memory hooks only note that the current
   block stopped early (they never handle anything; the machine's hooks still decide).
 
-Python runs only when the block hook meets a block it has not seen (keyed by address and size):
-it decodes the block with capstone, classifies each instruction (`classify.py`), costs the
-block (`coster.py`) and hands it down (`cm_add_block`, with the block's bytes). Costs are
-millicycles internally; `cycles` is the integer part.
+A block the hook has not seen (keyed by address and size) is decoded natively too, with
+capstone's C library: each instruction classified, the block costed from cycle_model.toml's
+figures (handed down once, when the accounting is made). No Python runs per new block. Costs
+are millicycles internally; `cycles` is the integer part.
 
 The native table of decoded blocks is bounded for any guest (code that rewrites itself or runs
 ever-fresh memory meets a new block at every turn): a block forgotten because its code was
-written comes back without Python when it runs again with the same bytes, and a full table is
+written comes back without decoding when it runs again with the same bytes, and a full table is
 flushed (every block decoded again on its next execution, as QEMU flushes its translation cache).
 Counts never depend on it. The profile keeps the counts of flushed blocks by start address, up to
-a bound; past it they are reported under `UNATTRIBUTED`. `table_stats()` shows the table.
+a bound; past it they are reported under `UNATTRIBUTED`. `table_stats()` shows the table and
+`block()` one decoded block.
 
 The counting rules, what guest `rdtsc` reads, how a block is costed (two clocks, resource
 pools, caches, TLBs, branch prediction) and the model's known limits are in docs/cycle-model.md.
@@ -37,8 +39,8 @@ from __future__ import annotations
 
 import ctypes
 import weakref
+from dataclasses import dataclass
 
-from capstone import CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
 from unicorn import (
     UC_HOOK_BLOCK,
     UC_HOOK_INSN,
@@ -47,46 +49,59 @@ from unicorn import (
     UC_HOOK_MEM_INVALID,
     UC_HOOK_MEM_READ,
     UC_HOOK_MEM_WRITE,
-    UC_PROT_EXEC,
     Uc,
     UcError,
 )
 from unicorn import x86_const as ux
 from unicorn.unicorn_py3.unicorn import uclib
 
-from emulator.cycles.classify import K_NONE
-from emulator.cycles.coster import BlockCoster
 from emulator.cycles.native import (
     COUNTERS,
-    DECODE_CB,
     TABLE_STATS,
-    VMEM_READ,
+    X86_REG_ENDING,
     CParams,
+    costs,
+    functions,
     load_native,
-    uc_function,
 )
 from emulator.cycles.params import CycleParams, load_params, millicycles
 from emulator.errors import CycleModelError
-from emulator.lifetimes import weak_callback
 from emulator.machine import cpu
 
 # The profile's address for the counts of flushed blocks past its bound (CM_UNATTRIBUTED in
 # native/cyclemodel.c): not canonical in 64-bit mode and above 4 GiB, so no block starts there.
 UNATTRIBUTED = 1 << 63
 
+# Control-transfer kinds of a block's last instruction (DecodedBlock.kind; K_* in native/cyclemodel.c).
+K_NONE, K_COND, K_JMP, K_JMP_IND, K_CALL, K_CALL_IND, K_RET = range(7)
+
+_REFUSED = {1: "the native cycle model refused its parameters (check cycle_model.toml: cache and L2 TLB "
+               "sets must be powers of two, l1_entries at most 128)",
+            2: "the native cycle model could not open capstone's x86 decoder",
+            3: "out of memory for the native cycle model"}
+
+
+@dataclass(frozen=True)
+class DecodedBlock:
+    """One block as the model decoded it: the width it was decoded in (16, 32 or 64), each
+    instruction's offset in the block and base cost (millicycles), the kind of its closing
+    control transfer (K_*), whether it ends / starts with a rep string instruction, what a
+    further rep iteration costs and the front end's millicycles to deliver it."""
+    bits: int
+    offsets: tuple[int, ...]
+    costs: tuple[int, ...]
+    kind: int
+    rep_last: bool
+    first_rep: bool
+    rep_iteration_mc: int
+    frontend_mc: int
+    live: bool  # False: forgotten (its code was written) until it runs again with the same bytes
+
+
 # -- the accounting object ---------------------------------------------------------------------
 
-_ENDS_BLOCK = ("j", "call", "ret", "iret", "loop", "int", "hlt", "syscall", "sysret", "ljmp", "lcall")
 
-
-def _tiles_block(insns: list, size: int) -> bool:
-    """(address, size, mnemonic, op_str) tuples: whole instructions, a control transfer only last."""
-    if not insns or sum(i[1] for i in insns) != size:
-        return False
-    return not any(i[2].startswith(_ENDS_BLOCK) for i in insns[:-1])
-
-
-def _free_state(lib, state, decode_thunk) -> None:
+def _free_state(lib, state) -> None:
     # Runs when the Unicorn instance is collected: no emulation can call the hooks any more,
     # and the engine closes by itself, so freeing the model's state is all there is to do.
     lib.cm_free(state)
@@ -98,18 +113,8 @@ class CycleAccounting:
     def __init__(self, uc: Uc, params: CycleParams | None = None) -> None:
         self._uc = uc
         self._mode = mode = cpu.instance_bits(uc)
-        self.params = params or load_params()
-        self._coster = BlockCoster(self.params)
+        self.params = p = params or load_params()
         self._lib = load_native()
-        self._cs = {bits: Cs(CS_ARCH_X86, m) for bits, m in ((16, CS_MODE_16), (32, CS_MODE_32), (64, CS_MODE_64))}
-        for cs in self._cs.values():
-            cs.detail = True
-        # The native state lives exactly as long as the Unicorn instance it hooks (it is freed with
-        # it, below); the decode thunk reaches this object weakly, so nothing the engine holds
-        # keeps the accounting, or through it the engine, alive.
-        self._decode_cb = DECODE_CB(weak_callback(self._decode, dead=1))
-        self._decode_error: BaseException | None = None
-        p = self.params
 
         def sets(size_ways):
             size, ways = size_ways
@@ -132,13 +137,15 @@ class CycleAccounting:
         cp.taken_jump, cp.taken_call, cp.taken_ret = millicycles(p.taken_jump), millicycles(p.taken_call), millicycles(p.taken_ret)
         cp.fe_window = millicycles(p.frontend_window)
         cp.mode = 64 if mode == 64 else 16
-        self._state = self._lib.cm_new(ctypes.byref(cp), uc_function("uc_reg_read"), uc_function("uc_reg_write"),
-                                       uc_function("uc_emu_stop"), uc_function("uc_vmem_read"),
-                                       ctypes.cast(self._decode_cb, ctypes.c_void_p))
+        cp.bits = mode
+        why = ctypes.c_int()
+        # The native state lives exactly as long as the Unicorn instance it hooks (it is freed with it).
+        self._state = self._lib.cm_new(ctypes.byref(cp), ctypes.byref(costs(p)), ctypes.byref(functions()),
+                                       X86_REG_ENDING, ctypes.byref(why))
         if not self._state:
-            raise CycleModelError("the native cycle model refused its parameters (check cycle_model.toml)")
+            raise CycleModelError(_REFUSED.get(why.value, _REFUSED[1]))
         self._handles: list[int] = []
-        weakref.finalize(uc, _free_state, self._lib, self._state, self._decode_cb)
+        weakref.finalize(uc, _free_state, self._lib, self._state)
 
     # -- hooks --
 
@@ -172,58 +179,6 @@ class CycleAccounting:
             uclib.uc_hook_del(self._uc._uch, h)
         self._handles.clear()
 
-    def _decode(self, address: int, size: int) -> int:
-        try:
-            code = self._read_code(address, size)
-            bits = self._code_bits()
-            if bits in (16, 32) and self._mode != 64 and size:
-                # Between setting CR0.PE and the far jump, CS keeps real-mode (16-bit) attributes
-                # that no register shows: when the width guessed from the GDT cannot be this
-                # translated block, the block's own shape decides.
-                if not _tiles_block(list(self._cs[bits].disasm_lite(code, address)), size):
-                    if _tiles_block(list(self._cs[48 - bits].disasm_lite(code, address)), size):
-                        bits = 48 - bits
-            cs = self._cs[bits]
-            facts, offs = [], []
-            for at, length, _, _ in cs.disasm_lite(code, address):
-                f = self._coster.facts(cs, bits, code[at - address:at - address + length], at)
-                if f is None:
-                    break
-                facts.append(f)
-                offs.append(at - address)
-            if not size:
-                offs, costs, kind, rep_last, first_rep, rep_mc, target, fe = [], [], K_NONE, 0, 0, 0, 0, 0
-            elif not facts:  # bytes capstone cannot decode: one instruction of class `other`
-                offs, costs = [0], [millicycles(self.params.classes["other"].throughput)]
-                kind, rep_last, first_rep, rep_mc, target, fe = K_NONE, 0, 0, 0, 0, 0
-            else:
-                costs, kind, rep_last, first_rep, rep_mc, rel, fe = self._coster.cost(facts)
-                target = address + offs[-1] + rel if rel else 0
-            n = len(offs)
-            arr = ctypes.c_uint32 * max(n, 1)
-            if self._lib.cm_add_block(self._state, address, size, n, arr(*offs), arr(*costs), kind, target & (2**64 - 1),
-                                      int(rep_last), int(first_rep), rep_mc, fe, code) < 0:
-                raise CycleModelError("out of memory for decoded blocks")
-            return 0
-        except BaseException as exc:  # never let an exception unwind into Unicorn's C frames
-            self._decode_error = exc
-            return 1
-
-    def _read_code(self, address: int, size: int) -> bytes:
-        buf = ctypes.create_string_buffer(size)
-        if size and VMEM_READ(self._uc._uch, address, UC_PROT_EXEC, buf, size) == 0:
-            return buf.raw
-        return bytes(self._uc.mem_read(address, size))
-
-    def _code_bits(self) -> int:
-        return cpu.code_bits(self._uc, self._read_linear)
-
-    def _read_linear(self, address: int, size: int) -> bytes:
-        buf = ctypes.create_string_buffer(size)
-        if VMEM_READ(self._uc._uch, address, 1, buf, size) == 0:
-            return buf.raw
-        return bytes(self._uc.mem_read(address, size))
-
     # -- control --
 
     def set_budget(self, n: int | None) -> None:
@@ -247,14 +202,15 @@ class CycleAccounting:
                                   "(only positive bounds, before the first block)")
 
     def forget_code(self, address: int, size: int) -> None:
-        """The host rewrote guest code at [address, address+size): those blocks are checked against
-        their bytes when they run again (and decoded again if the bytes changed)."""
-        self._lib.cm_invalidate(self._state, address, address + size)
+        """The host rewrote guest code at virtual [address, address+size): those blocks are checked
+        against their bytes when they run again (and decoded again if the bytes changed)."""
+        self._lib.cm_invalidate(self._state, self._uc._uch, address, address + size)
 
     def _raise_decode_error(self) -> None:
-        if self._decode_error is not None or self._lib.cm_error(self._state):
-            exc, self._decode_error = self._decode_error, None
-            raise CycleModelError(f"the cycle model could not decode a guest block: {exc}") from exc
+        error = self._lib.cm_error(self._state)
+        if error:
+            what = "its code is unreadable" if error == 1 else "out of memory for decoded blocks"
+            raise CycleModelError(f"the cycle model could not decode a guest block: {what}")
 
     # -- results --
 
@@ -293,7 +249,8 @@ class CycleAccounting:
 
     def table_stats(self) -> dict[str, int]:
         """The native block table: blocks in it, bytes it (and the profile of flushed blocks) holds,
-        flushes, blocks decoded in Python, forgotten blocks restored unchanged, folded profile rows."""
+        flushes, blocks decoded, forgotten blocks restored unchanged, folded profile rows, and walks
+        of the guest's page tables (to find the virtual pages of accesses)."""
         out = (ctypes.c_uint64 * len(TABLE_STATS))()
         self._lib.cm_table_stats(self._state, out)
         return dict(zip(TABLE_STATS, out))
@@ -318,3 +275,13 @@ class CycleAccounting:
         counts of flushed blocks past the profile's bound are under UNATTRIBUTED)."""
         return {addr: (n, mc // 1000) for addr, (n, mc) in self.profile_millicycles().items()}
 
+    def block(self, address: int, size: int) -> DecodedBlock | None:
+        """The block keyed (address, size) as the model decoded it, while its table holds it."""
+        head = (ctypes.c_uint64 * 8)()
+        n = self._lib.cm_block(self._state, address, size, head, None, None, 0)
+        if n < 0:
+            return None
+        offs, mcs = (ctypes.c_uint32 * max(n, 1))(), (ctypes.c_uint32 * max(n, 1))()
+        self._lib.cm_block(self._state, address, size, head, offs, mcs, n)
+        return DecodedBlock(int(head[0]), tuple(offs[:n]), tuple(mcs[:n]), int(head[2]), bool(head[3]),
+                            bool(head[4]), int(head[5]), int(head[6]), head[7] == 1)
