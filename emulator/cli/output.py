@@ -12,12 +12,12 @@ import json
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from emulator.errors import OutputError, UsageError
+from emulator.files import replace_atomically
 
 EPIPE_EXIT = 141  # what a shell reports for a tool ended by SIGPIPE
 
@@ -102,7 +102,7 @@ def write_text_file(path: str | Path, text: str, what: str) -> None:
             with open(path, "w", encoding="utf-8") as f:  # a device or FIFO: written, never renamed over
                 f.write(text)
             return
-        _replace_atomically(target, text, mode)
+        replace_atomically(target, lambda stream: stream.write(text.encode("utf-8")), mode)
     except OSError as exc:
         raise OutputError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
 
@@ -121,32 +121,6 @@ def _standard_stream(path: str | Path):
         if (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino):
             return stream
     return None
-
-
-def _replace_atomically(target: str, text: str, mode: int | None) -> None:
-    # Written next to the target first, so an interrupted write never leaves half a file; the
-    # file keeps its permissions (a new one gets the usual ones, not mkstemp's 0600).
-    folder = os.path.dirname(target) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
-    try:
-        os.fchmod(fd, stat.S_IMODE(mode) if mode is not None else 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 def write_report(path: str | Path, report: dict[str, Any]) -> None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 from operator import attrgetter
 from pathlib import Path
 
 from emulator.errors import OutputError, UsageError
+from emulator.files import replace_atomically
 from emulator.trace.format import Trace
 
 BATCH = 65_536  # events per record batch and row group
@@ -103,31 +103,9 @@ def export(trace: Trace, path: str | Path) -> int:
             with open(path, "wb") as stream:  # a device or FIFO (/dev/stdout): written, never renamed over
                 write(stream)
         else:  # a symlink to a regular file is written through, not replaced
-            _replace_atomically(os.path.realpath(path), write, mode)
+            replace_atomically(os.path.realpath(path), write, mode)
     except OSError as exc:  # pyarrow's own I/O errors are OSErrors too
         raise OutputError(f"cannot write the Parquet file {path}: {exc.strerror or exc}") from None
     return len(trace.events)
 
 
-def _replace_atomically(target: str, write, mode: int | None) -> None:
-    folder = os.path.dirname(target) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            os.fchmod(stream.fileno(), stat.S_IMODE(mode) if mode is not None else 0o666 & ~_umask())
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, target)
-    except BaseException:  # a write error or Ctrl-C: no half file left behind, the old one untouched
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
