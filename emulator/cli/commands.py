@@ -221,7 +221,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
             progress.advance(task)
     loop, real, guest = results
     from emulator.cycles.params import load_params
-
     from emulator.machine.unicorn_build import loaded_build
 
     report = bench.report(loop, real, guest, load_params().clock_ghz)
