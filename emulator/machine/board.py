@@ -55,6 +55,7 @@ from emulator.machine.delivery import (
     InterruptSource,
 )
 from emulator.machine.devices.bus import PortBus
+from emulator.machine.devices.lapic import APIC_BASE, APIC_SIZE
 from emulator.machine.devices.simple import A20Gate, IsaDebugExit, PostPort
 from emulator.machine.devices.uart16550 import LSR, RBR_THR, Uart16550
 from emulator.machine.devices.vga import screen_text
@@ -210,6 +211,9 @@ class Machine:
         self.uc = uc
         self.accounting = self._account(uc)
         uc.reg_write(x86.UC_X86_REG_IDTR, (0, 0, 0, 0))  # PVH hands over no IDT: until `lidt`, none
+        # the local APIC's registers, memory-mapped (reads and writes come to the device model)
+        uc.mmio_map(APIC_BASE, APIC_SIZE, weak_callback(self._apic_read, dead=0), None,
+                    weak_callback(self._apic_write), None)
         self._deliver_exceptions(uc, 64)
         self.pc_interrupts.kernel_start = self.firmware_accounting.millicycles if self.firmware_accounting else 0
         if self.interrupt_source is not None:
@@ -226,6 +230,15 @@ class Machine:
             begin = cpu.pc(uc)  # `hlt` retired: the interrupt returns after it
         if self._stop is None:
             self._classify_silent_stop(uc, bits=64)
+
+    def _apic_read(self, uc: Uc, offset: int, size: int, user_data) -> int:
+        return self.pc_interrupts.apic.read(offset, size)
+
+    def _apic_write(self, uc: Uc, offset: int, size: int, value: int, user_data) -> None:
+        if self._stop is not None:
+            return
+        self.pc_interrupts.apic.write(offset, size, value)
+        self.delivery.sync()  # an EOI, a new count, a mask: the line or the next event may change
 
     def _machine_millicycles(self) -> int:
         """Time since reset on the model's clock: the firmware's, then the kernel's after it."""

@@ -115,7 +115,7 @@ class ExceptionDelivery:
             # between blocks: handlers returning (which handler an allocator call runs under), and
             # device interrupts once a source is connected
             self._hook(uc, UC_HOOK_BLOCK, lib.dl_hook_block())
-            # CPUID says what is modelled: no local APIC, x2APIC or TSC-deadline timer
+            # CPUID says what is modelled: an xAPIC, no x2APIC and no TSC-deadline timer
             lib.dl_set_cpuid(self._state, uc_function("cpu_x86_cpuid_x86_64"))
             self._hook(uc, UC_HOOK_INSN, lib.dl_hook_cpuid(), x86.UC_X86_INS_CPUID)
 

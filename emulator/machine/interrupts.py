@@ -1,5 +1,7 @@
 """The PC's interrupt hardware wired to the CPU: the 8259A pair, the 8254 PIT whose channel 0
-drives IRQ0, and the CMOS RTC, on the machine's clock (the cycle model's, in millicycles).
+drives IRQ0, the local APIC and its timer, and the CMOS RTC, on the machine's clock (the cycle
+model's, in millicycles). The APIC's own vectors come first; the 8259A pair reaches the CPU
+directly, as in the APIC's virtual-wire mode.
 
 The CPU side is native (native/delivery.c): it calls `catch_up` only when the clock reaches
 `next_event`, and `acknowledge` when it takes an interrupt; the machine calls the delivery's
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from fractions import Fraction
 
 from emulator.machine.devices.bus import PortBus
+from emulator.machine.devices.lapic import LocalApic
 from emulator.machine.devices.pic8259 import MASTER_PORT, SLAVE_PORT, PicPair
 from emulator.machine.devices.pit8254 import PIT_PORT, PIT_PORTS, PORT_B, Pit, mc_per_tick
 from emulator.machine.devices.rtc import RTC_PORT, RTC_PORTS, CmosRtc
@@ -29,6 +32,7 @@ class PcInterrupts:
         self.pic = PicPair()
         self.pit = Pit(now, mc_per_tick(clock_hz))
         self.rtc = CmosRtc(now, Fraction(clock_hz * 1000))
+        self.apic = LocalApic(now)
 
     def attach(self, bus: PortBus) -> None:
         bus.attach(self.pic, MASTER_PORT, 2)
@@ -42,16 +46,18 @@ class PcInterrupts:
     def catch_up(self, now: int) -> None:
         if self.pit.advance(self.kernel_start + now):
             self.pic.pulse_irq(TIMER_LINE)  # edge-triggered: edges that came together make one request
+        self.apic.catch_up(self.kernel_start + now)
 
     def asserted(self) -> bool:
-        return self.pic.pending()
+        return self.apic.pending() or self.pic.pending()
 
     def acknowledge(self) -> int:
-        return self.pic.acknowledge()
+        return self.apic.acknowledge() if self.apic.pending() else self.pic.acknowledge()
 
     def next_event(self) -> int | None:
-        """When the timer next raises IRQ0, while the PIC lets IRQ0 through (masked, it wakes nothing)."""
-        if self.pic.master.imr & (1 << TIMER_LINE):
-            return None
-        when = self.pit.next_event(self._now())
-        return None if when is None else max(when - self.kernel_start, 0)
+        """When a timer next raises an interrupt: the PIT's IRQ0 while the PIC lets it through
+        (masked, it wakes nothing), or the APIC timer's count reaching 0."""
+        times = [] if self.pic.master.imr & (1 << TIMER_LINE) else [self.pit.next_event(self._now())]
+        times.append(self.apic.next_event())
+        times = [t for t in times if t is not None]
+        return max(min(times) - self.kernel_start, 0) if times else None

@@ -284,9 +284,8 @@ static void hook_block(uc_engine *uc, uint64_t address, uint32_t size, void *use
 
 /* ---- CPUID -------------------------------------------------------------------------------- */
 
-/* CPUID as QEMU's qemu64 model answers it, less what this machine does not model: the local APIC
- * (leaf 1 EDX bit 9), x2APIC (ECX bit 21) and the TSC-deadline timer (ECX bit 24). */
-#define CPUID1_EDX_APIC (1u << 9)
+/* CPUID as QEMU's qemu64 model answers it, less what this machine does not model: x2APIC (leaf 1
+ * ECX bit 21) and the TSC-deadline timer (ECX bit 24). The xAPIC (EDX bit 9) is modelled. */
 #define CPUID1_ECX_X2APIC (1u << 21)
 #define CPUID1_ECX_TSC_DEADLINE (1u << 24)
 static int hook_cpuid(uc_engine *uc, void *user) {
@@ -296,7 +295,6 @@ static int hook_cpuid(uc_engine *uc, void *user) {
     uint32_t leaf = (uint32_t)regs[0], sub = (uint32_t)regs[1], a, b, c, dx;
     d->cpuid((char *)d->cpu + d->env_offset, leaf, sub, &a, &b, &c, &dx);
     if (leaf == 1) {
-        dx &= ~CPUID1_EDX_APIC;
         c &= ~(CPUID1_ECX_X2APIC | CPUID1_ECX_TSC_DEADLINE);
     }
     regs[0] = a; regs[3] = b; regs[1] = c; regs[2] = dx;
