@@ -285,3 +285,14 @@ def test_a_full_disk_is_one_output_error_and_leaves_the_old_file(tmp_path, monke
     assert caught.value.exit_code == 5 and len(written) == 1
     assert out.read_bytes() == b"the previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.jsonl", "t.parquet"]  # no temporary file left
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_export_quietly(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    write_v2(trace, events=EVENTS * 2000)
+    process = subprocess.Popen([sys.executable, "-m", "emulator", "export", str(trace), "-o", "/dev/stdout"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.read(4)  # "PAR1", then go away
+    process.stdout.close()
+    err = process.stderr.read()
+    assert process.wait(timeout=60) == 141 and err == b""  # as a shell reports a tool ended by SIGPIPE

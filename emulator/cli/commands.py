@@ -132,7 +132,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     refuse_overwriting_input(args.output, (args.trace,), "the Parquet file")
     require_pyarrow()  # before reading what may be a long trace
-    rows = export(read_trace(args.trace), args.output)
+    try:
+        rows = export(read_trace(args.trace), args.output)
+    except BrokenPipeError:
+        return EPIPE_EXIT  # `export -o /dev/stdout | head`: ended quietly, as the other commands
     print(f"aeth-emu: {rows} events written to {args.output}", file=sys.stderr)
     return 0
 

@@ -8,6 +8,7 @@ JSON text in the file's key-value metadata. The columns: docs/trace-format.md, "
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -105,6 +106,8 @@ def export(trace: Trace, path: str | Path) -> int:
         else:  # a symlink to a regular file is written through, not replaced
             replace_atomically(os.path.realpath(path), write, mode)
     except OSError as exc:  # pyarrow's own I/O errors are OSErrors too
+        if exc.errno == errno.EPIPE or "Broken pipe" in str(exc):
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe") from None  # the reader went away: not an error
         raise OutputError(f"cannot write the Parquet file {path}: {exc.strerror or exc}") from None
     return len(trace.events)
 
