@@ -343,3 +343,46 @@ def test_cpuid_reports_what_is_modelled(tmp_path):
     assert edx & (1 << 9) and not ecx & (1 << 21) and not ecx & (1 << 24)  # APIC; no x2APIC, TSC-deadline
     assert edx & 1 and edx & (1 << 4) and edx & (1 << 25)  # FPU, TSC, SSE: still there
     assert max_leaf >= 1
+
+
+ROM = """.code16
+.section text
+post:
+    cli
+    xor ax, ax
+    mov ds, ax
+    mov ss, ax
+    mov sp, 0x7000
+    mov word ptr [0x50 * 4], real_handler - ROM_BASE
+    mov word ptr [0x50 * 4 + 2], 0xF000
+    int 0x50
+    mov dx, COM1
+    mov al, 'K'
+    out dx, al
+    hlt
+real_handler:
+    mov dx, COM1
+    mov al, 'R'
+    out dx, al
+    iret
+.org 0xFFFF0
+reset:
+    .byte 0xEA
+    .word 0x0000, 0xF000
+"""
+
+
+def test_real_mode_code_takes_interrupts_through_its_ivt(tmp_path, kernel):
+    """A BIOS of our own making runs `int 0x50` in real mode: the CPU goes through the IVT entry
+    it wrote and its `iret` comes back."""
+    from emulator.layout import ROM_BASE, ROM_SIZE
+    from emulator.machine.session import prepare
+    from emulator.toolchain.build import assemble_flat
+    from tests.support.guest import LAYOUT_EQUS
+
+    rom = tmp_path / "rom.bin"
+    rom.write_bytes(assemble_flat([("rom.s", LAYOUT_EQUS + ROM)], ROM_BASE, ROM_SIZE).data)
+    result = prepare(kernel, firmware=rom).run()
+    assert result.serial == b"RK"
+    assert result.stop_reason is StopReason.HALT and "firmware halted" in result.detail
+    assert result.interrupts == {0x50: 1} and result.exceptions_handled == 0

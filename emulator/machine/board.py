@@ -181,6 +181,7 @@ class Machine:
         if self.config.max_insns is not None:
             self.accounting.set_budget(self.config.max_insns)
         cpu.write(uc, "cs", ROM_BASE >> 4)
+        uc.reg_write(x86.UC_X86_REG_IDTR, (0, 0, 0xFFFF, 0))  # the reset state: the IVT at 0 (Unicorn leaves 0, 0)
         self._emulate(uc, RESET_VECTOR, until=self.image.entry)
         self.firmware_instructions = self.accounting.instructions
         self.firmware_accounting = self.accounting
