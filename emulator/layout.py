@@ -57,6 +57,11 @@ COM1 = 0x3F8
 COM1_PORTS = 8
 POST_PORT = 0x80
 A20_PORT = 0x92
+PIC_MASTER_PORT, PIC_SLAVE_PORT = 0x20, 0xA0  # 8259A pair: command, then data (+1)
+PIT_PORT, PIT_PORTS = 0x40, 4  # 8254: counters 0-2, then the control word
+PORT_B = 0x61  # system control port B: PIT channel 2's gate, the speaker, refresh
+RTC_PORT, RTC_PORTS = 0x70, 2  # CMOS RTC: index (bit 7 = NMI disable), data
+APIC_BASE, APIC_SIZE = 0xFEE0_0000, 0x1000  # the local APIC's registers (xAPIC), memory-mapped
 DEBUG_EXIT_PORT = 0xF4  # isa-debug-exit, as QEMU's
 DEBUG_EXIT_PORTS = 4
 DEBUG_EXIT_SUCCESS = 0x10

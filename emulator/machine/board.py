@@ -30,6 +30,8 @@ from emulator.guestmem.virtual import VirtualMemory
 from emulator.image.loader import KernelImage
 from emulator.layout import (
     A20_PORT,
+    APIC_BASE,
+    APIC_SIZE,
     BOOT_PARAMS,
     COM1,
     COM1_PORTS,
@@ -55,7 +57,6 @@ from emulator.machine.delivery import (
     InterruptSource,
 )
 from emulator.machine.devices.bus import PortBus
-from emulator.machine.devices.lapic import APIC_BASE, APIC_SIZE
 from emulator.machine.devices.simple import A20Gate, IsaDebugExit, PostPort
 from emulator.machine.devices.uart16550 import LSR, RBR_THR, Uart16550
 from emulator.machine.devices.vga import screen_text

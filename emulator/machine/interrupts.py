@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from fractions import Fraction
 
+from emulator.layout import PIC_MASTER_PORT, PIC_SLAVE_PORT, PIT_PORT, PIT_PORTS, PORT_B, RTC_PORT, RTC_PORTS
 from emulator.machine.devices.bus import PortBus
 from emulator.machine.devices.lapic import LocalApic
-from emulator.machine.devices.pic8259 import MASTER_PORT, SLAVE_PORT, PicPair
-from emulator.machine.devices.pit8254 import PIT_PORT, PIT_PORTS, PORT_B, Pit, mc_per_tick
-from emulator.machine.devices.rtc import RTC_PORT, RTC_PORTS, CmosRtc
+from emulator.machine.devices.pic8259 import PicPair
+from emulator.machine.devices.pit8254 import Pit, mc_per_tick
+from emulator.machine.devices.rtc import CmosRtc
 
 TIMER_LINE = 0  # the PIT's channel 0 drives the master's IRQ0
 
@@ -35,8 +36,8 @@ class PcInterrupts:
         self.apic = LocalApic(now)
 
     def attach(self, bus: PortBus) -> None:
-        bus.attach(self.pic, MASTER_PORT, 2)
-        bus.attach(self.pic, SLAVE_PORT, 2)
+        bus.attach(self.pic, PIC_MASTER_PORT, 2)
+        bus.attach(self.pic, PIC_SLAVE_PORT, 2)
         bus.attach(self.pit, PIT_PORT, PIT_PORTS)
         bus.attach(self.pit, PORT_B, 1)
         bus.attach(self.rtc, RTC_PORT, RTC_PORTS)

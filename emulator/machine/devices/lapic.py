@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-APIC_BASE = 0xFEE0_0000
-APIC_SIZE = 0x1000
 VERSION = 0x0005_0014  # version 0x14, six LVT entries (max LVT index 5), as a Pentium 4/Xeon xAPIC
 MASKED = 1 << 16
 PERIODIC = 1 << 17

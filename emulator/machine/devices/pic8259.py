@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-MASTER_PORT = 0x20  # command (ICW1, OCW2, OCW3; reads IRR/ISR); +1: data (ICW2-4, OCW1 = IMR)
-SLAVE_PORT = 0xA0
+from emulator.layout import PIC_SLAVE_PORT as SLAVE_PORT
+
 CASCADE_LINE = 2  # the master's input the slave's INT output drives
 SPURIOUS_LINE = 7
 

@@ -15,10 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from fractions import Fraction
 
+from emulator.layout import PIT_PORT, PORT_B
+
 PIT_HZ = 1_193_182
-PIT_PORT = 0x40          # counters 0-2 at 0x40-0x42, the control word at 0x43
-PIT_PORTS = 4
-PORT_B = 0x61            # system control port B
 REFRESH_TICKS = 18       # port 0x61 bit 4 toggles every 18 PIT ticks (15.085 us)
 
 ACCESS_LATCH, ACCESS_LSB, ACCESS_MSB, ACCESS_WORD = range(4)

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from fractions import Fraction
 
-RTC_PORT = 0x70          # index (bit 7 = NMI disable); 0x71: data
-RTC_PORTS = 2
+from emulator.layout import RTC_PORT
+
 RTC_EPOCH = datetime(2026, 1, 1, 0, 0, 0)  # a Thursday; what the clock reads at time 0
 
 SECONDS, MINUTES, HOURS, DAY_OF_WEEK, DAY, MONTH, YEAR = 0x00, 0x02, 0x04, 0x06, 0x07, 0x08, 0x09
