@@ -50,7 +50,6 @@ from unicorn import (
     UC_HOOK_MEM_READ,
     UC_HOOK_MEM_WRITE,
     Uc,
-    UcError,
 )
 from unicorn import x86_const as ux
 from unicorn.unicorn_py3.unicorn import uclib
@@ -60,6 +59,7 @@ from emulator.cycles.native import (
     TABLE_STATS,
     X86_REG_ENDING,
     CParams,
+    add_native_hook,
     costs,
     functions,
     load_native,
@@ -165,13 +165,7 @@ class CycleAccounting:
         self._add(UC_HOOK_MEM_INVALID, lib.cm_hook_mem_invalid(), st)
 
     def _add(self, kind: int, fn: int, st, *extra) -> None:
-        handle = ctypes.c_size_t()
-        args = [ctypes.c_int(e) for e in extra]
-        err = uclib.uc_hook_add(self._uc._uch, ctypes.byref(handle), kind, ctypes.c_void_p(fn), st,
-                                ctypes.c_uint64(1), ctypes.c_uint64(0), *args)
-        if err != 0:
-            raise CycleModelError(f"Unicorn refused a native hook (type {kind}): {UcError(err)}")
-        self._handles.append(handle.value)
+        self._handles.append(add_native_hook(self._uc, kind, fn, st, *extra, error=CycleModelError))
 
     def detach(self) -> None:
         """Remove the native hooks; the counts stay readable."""

@@ -11,10 +11,35 @@ import ctypes
 import capstone
 from capstone import x86 as cs_x86
 from capstone import x86_const as cs_x86_const
+from unicorn import UcError
 from unicorn.unicorn_py3.unicorn import uclib
 
 from emulator.cycles.params import CycleParams
-from emulator.errors import CycleModelError
+from emulator.errors import CycleModelError, NativeError
+
+OUT_OF_DATE = "emulator.cycles._cyclemodel is out of date: run `pip install -e .` again"
+
+
+def bind(lib: ctypes.CDLL, sigs: dict, error: type[NativeError] = NativeError) -> None:
+    """Give each named function of the extension its (restype, argtypes); a missing one is an old build."""
+    for name, (res, args) in sigs.items():
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            raise error(OUT_OF_DATE) from None
+        fn.restype, fn.argtypes = res, args
+
+
+def add_native_hook(uc, kind: int, fn: int, user, *extra: int, begin: int = 1, end: int = 0, what: str = "a native",
+                    error: type[NativeError] = NativeError) -> int:
+    """Register the C function at `fn` as a Unicorn hook of `kind` (the C API: the Python binding
+    would put Python in between); `extra` are the instruction ids of UC_HOOK_INSN. Returns the handle."""
+    handle = ctypes.c_size_t()
+    err = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), kind, ctypes.c_void_p(fn), user, ctypes.c_uint64(begin),
+                            ctypes.c_uint64(end), *(ctypes.c_int(e) for e in extra))
+    if err:
+        raise error(f"Unicorn refused {what} hook (type {kind}): {UcError(err)}")
+    return handle.value
 
 COUNTERS = ("base_mc", "l1_misses", "l2_misses", "l3_misses", "l1i_misses", "dtlb_misses", "page_walks",
              "branch_mispredicts", "btb_misses", "rep_iterations", "memory_mc", "tlb_mc", "branch_mc", "fetch_mc",
@@ -114,17 +139,12 @@ def load_native() -> ctypes.CDLL:
         "cm_table_stats": (None, [p, ctypes.POINTER(u64)]), "cm_invalidate": (None, [p, p, u64, u64]),
         "cm_block": (i32, [p, u64, u32, ctypes.POINTER(u64), ctypes.POINTER(u32), ctypes.POINTER(u32), u32]),
     }
-    for name, (res, args) in sigs.items():
-        try:
-            fn = getattr(lib, name)
-        except AttributeError:
-            raise CycleModelError("emulator.cycles._cyclemodel is out of date: run `pip install -e .` again") from None
-        fn.restype, fn.argtypes = res, args
+    bind(lib, sigs, CycleModelError)
     for name in ("cm_hook_block", "cm_hook_mem", "cm_hook_mem_nop", "cm_hook_rdtsc", "cm_hook_rdtscp", "cm_hook_intr", "cm_hook_out",
                  "cm_hook_invalid", "cm_hook_mem_invalid"):
         getattr(lib, name).restype = p
     if lib.cm_ncounters() != len(COUNTERS):
-        raise CycleModelError("emulator.cycles._cyclemodel is out of date: run `pip install -e .` again")
+        raise CycleModelError(OUT_OF_DATE)
     _check_capstone(lib)
     _LIB = lib
     return lib

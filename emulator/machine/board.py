@@ -263,14 +263,15 @@ class Machine:
         self.deliveries.append(self.delivery)
 
     def _emulate(self, uc: Uc, begin: int, until: int) -> None:
+        error = None
         try:
             if self._stop is None:  # emu_start forgets an emu_stop that came before it
                 uc.emu_start(begin, until)
         except UcError as exc:
-            self._exception_stop(uc)
-            if self._stop is None:
-                self._fault(uc, None, f"Unicorn stopped: {exc}")
-        self._exception_stop(uc)
+            error = exc
+        self._exception_stop(uc)  # what the delivery hooks stopped for comes before Unicorn's own error
+        if error is not None and self._stop is None:
+            self._fault(uc, None, f"Unicorn stopped: {error}")
         pc = cpu.pc(uc)
         if self._stop is not None and self._stop_pc is not None:
             pc = self._stop_pc  # the rest of the block ran after emu_stop; the guest's run ended here

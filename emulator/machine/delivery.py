@@ -14,12 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from unicorn import UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, Uc, UcError
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_INSN, UC_HOOK_INSN_INVALID, UC_HOOK_INTR, Uc
 from unicorn import x86_const as x86
-from unicorn.unicorn_py3.unicorn import uclib
 
 from emulator.cycles.accounting import CycleAccounting
-from emulator.cycles.native import extension, uc_function
+from emulator.cycles.native import OUT_OF_DATE, add_native_hook, bind, extension, uc_function
 from emulator.errors import NativeError
 
 STOP_NONE, STOP_HOST_RETURN, STOP_UNHANDLED, STOP_SYSCALL, STOP_DEADLOCK = range(5)
@@ -72,22 +71,17 @@ def _lib() -> ctypes.CDLL:
     sigs = {"dl_size": (size, []), "dl_exception_size": (size, []),
             "dl_init": (None, [p, p, p, p, p, p, p, p, p, i, u64]), "dl_find_env": (i, [p, u64, u64, size]), "dl_attach": (i, [p, p]),
             "dl_stop": (i, [p, pe]), "dl_delivering": (i, [p, pe, i]), "dl_delivered": (ctypes.POINTER(u64), [p]),
-            "dl_handled": (u64, [p]), "dl_recent": (i, [p, pe]), "dl_set_calling": (None, [p, i]),
+            "dl_recent": (i, [p, pe]), "dl_set_calling": (None, [p, i]),
             "dl_clear_stop": (None, [p]), "dl_hook_intr": (p, []), "dl_hook_invalid": (p, []),
             "dl_hook_syscall": (p, []), "cm_instructions": (u64, [p]), "dl_set_devices": (None, [p, p, DEVICE_CB, DEVICE_CB]),
             "dl_set_next_event": (None, [p, u64]), "dl_set_irq_line": (None, [p, i]), "dl_check_now": (None, [p]),
-            "dl_irq_taken": (u64, [p]), "dl_hook_block": (p, []), "cm_idle": (None, [p, u64]),
+            "dl_hook_block": (p, []), "cm_idle": (None, [p, u64]),
             "cm_halted_mc": (u64, [p]), "cm_millicycles": (u64, [p]),
             "dl_innermost": (i, [p, ctypes.POINTER(Handler_)]), "dl_set_cpuid": (None, [p, p]),
             "dl_hook_cpuid": (p, [])}
-    try:
-        for name, (res, args) in sigs.items():
-            fn = getattr(lib, name)
-            fn.restype, fn.argtypes = res, args
-    except AttributeError:
-        raise NativeError("emulator.cycles._cyclemodel is out of date: run `pip install -e .` again") from None
+    bind(lib, sigs)
     if lib.dl_exception_size() != ctypes.sizeof(Exception_):
-        raise NativeError("emulator.cycles._cyclemodel is out of date: run `pip install -e .` again")
+        raise NativeError(OUT_OF_DATE)
     return lib
 
 
@@ -175,10 +169,6 @@ class ExceptionDelivery:
         """The native state's address (the allocation tracer asks it which handler is running)."""
         return ctypes.addressof(self._state)
 
-    @property
-    def irqs_taken(self) -> int:
-        return self._lib.dl_irq_taken(self._state)
-
     def _find_env(self, uc: Uc) -> None:
         saved = uc.reg_read(x86.UC_X86_REG_RAX), uc.reg_read(x86.UC_X86_REG_RCX)
         uc.reg_write(x86.UC_X86_REG_RAX, _FIND_ENV[0])
@@ -190,12 +180,7 @@ class ExceptionDelivery:
             raise NativeError("cannot find the CPU state in this libunicorn (syscall's #UD needs it)")
 
     def _hook(self, uc: Uc, kind: int, fn: int, *extra: int) -> None:
-        handle = ctypes.c_size_t()
-        err = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), kind, ctypes.c_void_p(fn),
-                                ctypes.cast(self._state, ctypes.c_void_p), ctypes.c_uint64(1), ctypes.c_uint64(0),
-                                *(ctypes.c_int(e) for e in extra))
-        if err:
-            raise NativeError(f"Unicorn refused the exception-delivery hook: {UcError(err)}")
+        add_native_hook(uc, kind, fn, ctypes.cast(self._state, ctypes.c_void_p), *extra, what="the exception-delivery")
 
     # -- what the hooks saw -----------------------------------------------------------------
 
@@ -226,10 +211,6 @@ class ExceptionDelivery:
         """Deliveries by vector (exceptions, `int n`, device interrupts)."""
         counts = self._lib.dl_delivered(self._state)
         return {v: counts[v] for v in range(256) if counts[v]}
-
-    @property
-    def handled(self) -> int:
-        return self._lib.dl_handled(self._state)
 
     def recent(self) -> list[Handled]:
         out = (Exception_ * 8)()

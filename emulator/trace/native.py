@@ -7,7 +7,7 @@ from __future__ import annotations
 import ctypes
 import struct
 
-from emulator.cycles.native import extension
+from emulator.cycles.native import OUT_OF_DATE, bind, extension
 from emulator.errors import NativeError
 
 FIELDS = ("seq", "kind", "depth", "flags", "a0", "a1", "a2", "a3", "result", "rsp", "ret", "insn_entry",
@@ -72,12 +72,7 @@ def load() -> ctypes.CDLL:
         "ls_get": (i, [p, u64, ctypes.POINTER(Block)]), "ls_overlapping": (i, [p, u64, u64, ctypes.POINTER(Block)]),
         "gw_nchanges": (size, [p]), "gw_changes": (p, [p]), "gw_nentries": (size, [p]), "gw_entries": (p, [p]),
     }
-    try:
-        for name, (res, args) in sigs.items():
-            fn = getattr(lib, name)
-            fn.restype, fn.argtypes = res, args
-    except AttributeError:
-        raise NativeError("emulator.cycles._cyclemodel is out of date: run `pip install -e .` again") from None
+    bind(lib, sigs)
     if lib.at_event_size() != RECORD.size:
-        raise NativeError("emulator.cycles._cyclemodel is out of date: run `pip install -e .` again")
+        raise NativeError(OUT_OF_DATE)
     return lib

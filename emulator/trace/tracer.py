@@ -19,11 +19,10 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from unicorn import UC_HOOK_CODE, Uc, UcError
-from unicorn.unicorn_py3.unicorn import uclib
+from unicorn import UC_HOOK_CODE, Uc
 
 from emulator.cycles.accounting import CycleAccounting
-from emulator.cycles.native import uc_function
+from emulator.cycles.native import add_native_hook, uc_function
 from emulator.errors import NativeError
 from emulator.image.symbols import SymbolTable
 from emulator.layout import RUSTC_SHIM_PREFIX
@@ -61,10 +60,6 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.records) // native.RECORD.size
-
-    @property
-    def violation_records(self) -> list[dict[str, int]]:
-        return [dict(zip(native.VIOLATION_FIELDS, v)) for v in native.VIOLATION.iter_unpack(self.violations)]
 
 
 class AllocationTracer:
@@ -130,11 +125,8 @@ class AllocationTracer:
                 raise MemoryError("no memory for the allocation tracer")
         for address, (kind, _) in self.entry_points.items():
             user = lib.at_add_entry(tracer, address, native.KIND_CODES[kind])
-            handle = ctypes.c_size_t()
-            err = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_CODE, ctypes.c_void_p(lib.at_hook_entry()),
-                                    ctypes.c_void_p(user), ctypes.c_uint64(address), ctypes.c_uint64(address))
-            if err:
-                raise NativeError(f"Unicorn refused the tracer's hook: {UcError(err)}")
+            add_native_hook(uc, UC_HOOK_CODE, lib.at_hook_entry(), ctypes.c_void_p(user), begin=address, end=address,
+                            what="the tracer's")
 
     def host_return(self, uc: Uc, accounting: CycleAccounting) -> None:
         """A call made from the host returned: pair it (its return address never executes)."""

@@ -95,7 +95,6 @@ typedef struct {
     uint64_t next_event;               /* millicycles; NEVER: no device has one */
     int irq_line;                      /* the interrupt controller's output to the CPU */
     int check_now;                     /* call on_time at the next block whatever the clock says */
-    uint64_t irq_taken;
     cpuid_t cpuid;                     /* QEMU's own CPUID (cpu_x86_cpuid) */
     /* handlers running, innermost last (64-bit): each ends when its iretq restores the interrupted RSP */
     dl_handler nest[NEST];
@@ -277,7 +276,6 @@ static void hook_block(uc_engine *uc, uint64_t address, uint32_t size, void *use
     if (*(uint32_t *)(env + ENV_HFLAGS_AT) & HF_INHIBIT_IRQ) return;
     int vector = d->acknowledge(0);
     if (vector < 0) return;
-    d->irq_taken++;
     ((uint64_t *)env)[ENV_EIP] = address; /* the instance is 64-bit with a flat CS: EIP is the address */
     d->raise_interrupt(env, vector, 0, 0, 0); /* does not return */
 }
@@ -347,7 +345,6 @@ int dl_delivering(dl_state *d, dl_exception *chain, int max) { /* a delivery tha
     return d->delivering ? n : 0;
 }
 const uint64_t *dl_delivered(dl_state *d) { return d->delivered; }
-uint64_t dl_handled(dl_state *d) { return d->handled; }
 /* the last handled exceptions, oldest first; returns how many */
 int dl_recent(dl_state *d, dl_exception *out) {
     int n = d->handled < RECENT ? (int)d->handled : RECENT;
@@ -362,7 +359,6 @@ void dl_set_devices(dl_state *d, void *raise_interrupt, void *on_time, void *ack
 void dl_set_next_event(dl_state *d, uint64_t mc) { d->next_event = mc; }
 void dl_set_irq_line(dl_state *d, int asserted) { d->irq_line = asserted; }
 void dl_check_now(dl_state *d) { d->check_now = 1; }
-uint64_t dl_irq_taken(dl_state *d) { return d->irq_taken; }
 /* The innermost handler running: what it interrupted (0: none). */
 int dl_innermost(dl_state *d, dl_handler *out) {
     if (!d->depth) return 0;
