@@ -10,20 +10,13 @@ from emulator.machine.devices.lapic import LocalApic, divisor
 from emulator.machine.records import StopReason
 from emulator.machine.session import run_untraced
 from tests.support.guest import build
-from tests.test_interrupt_delivery import DATA, SUPPORT, gate, handler, results
+from tests.test_interrupt_delivery import DATA, SUPPORT, gate, handler, results, stamp_tick
 
 VECTOR = 0x40
 APIC = 0xFEE0_0000
 
 TICK = handler("apic_tick", """    inc qword ptr [rip + results]
-    rdtsc
-    shl rdx, 32
-    or rax, rdx
-    mov rdi, qword ptr [rip + results]
-    and rdi, 7
-    lea r8, [rip + results]
-    mov qword ptr [r8 + 8 + rdi*8], rax       ; 1..8: rdtsc in each tick
-    mov eax, 0xFEE00000
+""" + stamp_tick(1) + """    mov eax, 0xFEE00000
     mov dword ptr [rax + 0xB0], 0             ; EOI
 """)
 

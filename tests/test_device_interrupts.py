@@ -10,7 +10,7 @@ import pytest
 from emulator.machine.records import StopReason
 from emulator.machine.session import prepare
 from tests.support.guest import build
-from tests.test_interrupt_delivery import DATA, SUPPORT, gate, handler, results
+from tests.test_interrupt_delivery import DATA, SUPPORT, gate, handler, results, stamp_tick
 
 pytestmark = pytest.mark.boot
 
@@ -49,14 +49,7 @@ class Periodic:
 TICK = handler("tick_handler", """    inc qword ptr [rip + results]             ; 0: ticks
     mov rax, qword ptr [rsp + FRAME]
     mov qword ptr [rip + results + 8], rax    ; 1: the RIP the last tick returns to
-    rdtsc
-    shl rdx, 32
-    or rax, rdx
-    mov rdi, qword ptr [rip + results]
-    and rdi, 7
-    lea r8, [rip + results]
-    mov qword ptr [r8 + 16 + rdi*8], rax      ; 2..9: rdtsc in each tick's handler
-""")
+""" + stamp_tick(2))
 
 
 def _kernel(tmp_path, wait: str):

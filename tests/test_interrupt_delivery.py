@@ -123,6 +123,18 @@ def handler(name: str, body: str, error_code: bool = False) -> str:
             f"    pop r8\n    pop rdi\n    pop rdx\n    pop rax\n{tail}    iretq\n.endfunction\n")
 
 
+def stamp_tick(first: int) -> str:
+    """Handler code: rdtsc into results[first + (results[0] & 7)], results[0] being the tick count."""
+    return f"""    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov rdi, qword ptr [rip + results]
+    and rdi, 7
+    lea r8, [rip + results]
+    mov qword ptr [r8 + {8 * first} + rdi*8], rax
+"""
+
+
 def kernel(tmp_path, main_body: str, handlers: str, ist2: int = 0) -> object:
     main = (".function main, idt::main\nmain:\n    push rbp\n    mov rbp, rsp\n    call setup_tss\n"
             + main_body + "    pop rbp\n    ret\n.endfunction\n")

@@ -9,21 +9,14 @@ import pytest
 from emulator.machine.records import StopReason
 from emulator.machine.session import run_untraced
 from tests.support.guest import build
-from tests.test_interrupt_delivery import DATA, SUPPORT, gate, handler, results
+from tests.test_interrupt_delivery import DATA, SUPPORT, gate, handler, results, stamp_tick
 
 pytestmark = pytest.mark.boot
 
 DIVISOR = 11932  # 1,193,182 Hz / 11932 = 100.0 Hz
 
 TIMER = handler("timer", """    inc qword ptr [rip + results]
-    rdtsc
-    shl rdx, 32
-    or rax, rdx
-    mov rdi, qword ptr [rip + results]
-    and rdi, 7
-    lea r8, [rip + results]
-    mov qword ptr [r8 + 8 + rdi*8], rax       ; 1..8: rdtsc in each tick
-    mov al, 0x20                              ; non-specific EOI
+""" + stamp_tick(1) + """    mov al, 0x20                              ; non-specific EOI
     out 0x20, al
 """)
 
