@@ -39,6 +39,8 @@ HEAP_SIZE = 0x10_0000  # 1 MiB = 256 pages, RW- NX, backed by pool frames
 HEAP_END = HEAP_START + HEAP_SIZE
 HEAP_GUARD_BELOW = HEAP_START - PAGE_SIZE  # not present
 HEAP_GUARD_ABOVE = HEAP_END  # not present
+DEMAND_START = 0x6666_6666_0000  # the kernel's page-fault handler maps frames here on first touch
+DEMAND_SIZE = 0x1_0000  # 16 pages
 
 # -- boot-parameter block (docs/boot-protocol.md) ------------------------------------------
 BOOT_PARAMS_MAGIC = 0x50424541  # "AEBP"

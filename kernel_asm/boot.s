@@ -102,8 +102,9 @@ gdt64:
     .quad 0
     .quad 0x00AF9B000000FFFF        ; 0x08: 64-bit code (Accessed preset)
     .quad 0x00CF93000000FFFF        ; 0x10: data
+    .quad 0, 0                      ; 0x18: the TSS, filled in by gdt_init (interrupts/gdt.s)
 gdt64_pointer:
-    .word 23
+    .word 39
     .quad gdt64
 
 .section bss

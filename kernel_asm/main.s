@@ -13,6 +13,8 @@
     churn: .quad                                ; 1 with churn=N: run the churn workload
     churn_calls: .quad                          ; its N
     seed: .quad                                 ; seed=S: the churn workload's seed, 1 unless given
+    demo_interrupts: .quad                      ; demo=interrupts
+    demo_deadlock: .quad                        ; demo=deadlock
 .endstruct
 
 ; A record of config_keys: the key `key_len` bytes at key_ptr sets CONFIG's `field` to `value`
@@ -57,6 +59,7 @@ kmain:
     call paging_init
     mov rdi, qword ptr [rip + CONFIG + Config.allocator]
     call allocator_init
+    call interrupts_init
     cmp qword ptr [rip + CONFIG + Config.test], 0
     je .Lnot_test
     call run_tests
@@ -69,10 +72,20 @@ kmain:
     jmp .Lexit
 .Lnot_bench:
     cmp qword ptr [rip + CONFIG + Config.churn], 0
-    je .Ldemo
+    je .Lnot_churn
     call churn_run
     mov eax, 0x10
     jmp .Lexit
+.Lnot_churn:
+    cmp qword ptr [rip + CONFIG + Config.demo_interrupts], 0
+    je .Lnot_interrupts
+    call interrupts_demo
+    mov eax, 0x10
+    jmp .Lexit
+.Lnot_interrupts:
+    cmp qword ptr [rip + CONFIG + Config.demo_deadlock], 0
+    je .Ldemo
+    call deadlock_demo
 .Ldemo:
     call demo_run
     mov eax, 0x10
@@ -419,6 +432,8 @@ key_bench: .ascii "bench"
 key_verbose: .ascii "verbose"
 key_quiet: .ascii "quiet"
 key_oom: .ascii "demo=oom"
+key_interrupts: .ascii "demo=interrupts"
+key_deadlock: .ascii "demo=deadlock"
 key_test_eq: .ascii "test="
 .Ltest_eq_end:
 .equ TEST_EQ_LEN, .Ltest_eq_end - key_test_eq
@@ -437,6 +452,8 @@ config_keys:                                    ; ConfigKey records
     .quad key_verbose, 7, Config.verbose, 1
     .quad key_quiet, 5, Config.quiet, 1
     .quad key_oom, 8, Config.demo_oom, 1
+    .quad key_interrupts, 15, Config.demo_interrupts, 1
+    .quad key_deadlock, 13, Config.demo_deadlock, 1
     .quad 0, 0, 0, 0
 unknown_before: .asciz "unknown command-line key '"
 unknown_after: .asciz "' ignored\n"
@@ -456,6 +473,7 @@ CONFIG:
     .quad KIND_LINKED_LIST                      ; allocator
     .zero Config.seed - Config.test
     .quad 1                                     ; seed
+    .zero Config.SIZE - Config.demo_interrupts
 .endobject
 unknown_count: .quad 0
 

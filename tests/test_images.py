@@ -65,6 +65,9 @@ def test_kernel_memory_constants_are_layouts(kernel_image):
     assert (c["POOL_START"], c["POOL_END"]) == (layout.FRAME_POOL_START, layout.FRAME_POOL_END)
     assert c["POOL_FRAMES"] == (layout.FRAME_POOL_END - layout.FRAME_POOL_START) // layout.PAGE_SIZE
     assert (c["HEAP_START"], c["HEAP_SIZE"]) == (layout.HEAP_START, layout.HEAP_SIZE)
+    assert (c["DEMAND_START"], c["DEMAND_END"] - c["DEMAND_START"]) == (layout.DEMAND_START, layout.DEMAND_SIZE)
+    assert (c["PIC_MASTER"], c["PIC_SLAVE"], c["PIT_CHANNEL0"]) == \
+        (layout.PIC_MASTER_PORT, layout.PIC_SLAVE_PORT, layout.PIT_PORT)
     assert (c["ROM_BASE"], c["ROM_END"]) == (layout.ROM_BASE, layout.ROM_BASE + layout.ROM_SIZE)
     assert c["COM1"] == layout.COM1 and c["EXIT_SUCCESS"] == layout.DEBUG_EXIT_SUCCESS
 

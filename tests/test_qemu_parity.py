@@ -13,7 +13,8 @@ FAILURE_STATUS = (0x11 << 1) | 1
 
 @pytest.mark.parametrize("cmdline", ["", "allocator=bump", "test", "test allocator=bump", "demo=oom",
                                      "quiet test=paging", "unknown=1 allocator=linked_list", "churn=2000",
-                                     "churn=2000 seed=7 allocator=bump"])
+                                     "churn=2000 seed=7 allocator=bump", "demo=interrupts",
+                                     "demo=interrupts allocator=bump"])
 def test_serial_and_exit_match_qemu(booted, cmdline, kernel):
     ours = booted(cmdline)
     qemu = run_qemu(kernel, cmdline)

@@ -524,6 +524,6 @@ class Machine:
         for delivery in self.deliveries:
             for vector, count in delivery.delivered().items():
                 interrupts[vector] = interrupts.get(vector, 0) + count
-            recent += [e for e in delivery.recent() if e.vector in EXCEPTION_VECTORS]
+            recent += delivery.recent()
         return {"interrupts": interrupts, "recent_exceptions": tuple(recent[-8:]),
                 "exceptions_handled": sum(n for v, n in interrupts.items() if v in EXCEPTION_VECTORS)}

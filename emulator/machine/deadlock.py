@@ -18,7 +18,7 @@ from emulator.guestmem.paging import ReadPhys
 from emulator.guestmem.virtual import VirtualMemory
 from emulator.image.symbols import SymbolTable
 from emulator.machine import cpu
-from emulator.machine.faults import exception_name, frame_backtrace
+from emulator.machine.faults import frame_backtrace, vector_name
 
 BLOCK_BYTES = 64  # enough for any spin loop's block
 
@@ -53,7 +53,7 @@ def describe_deadlock(uc: Uc, read_phys: ReadPhys, symbols: SymbolTable, vector:
     lock = _word_read(vm, spin_pc, regs)
     lock_name = symbols.describe(lock) if lock is not None else None
     what = f"the word at 0x{lock:x} ({lock_name})" if lock is not None else "memory"
-    summary = (f"the handler of {exception_name(vector)} spins at {symbols.describe(spin_pc)} with interrupts off, "
+    summary = (f"the handler of {vector_name(vector)} spins at {symbols.describe(spin_pc)} with interrupts off, "
                f"waiting on {what}, which only the code it interrupted, at {symbols.describe(holder[0])}, can release")
     return DeadlockReport(summary, vector, lock, lock_name, frame_backtrace(vm, symbols, spin_pc, regs["rbp"]),
                           frame_backtrace(vm, symbols, holder[0], holder[1]))

@@ -213,6 +213,7 @@ class ExceptionDelivery:
         return {v: counts[v] for v in range(256) if counts[v]}
 
     def recent(self) -> list[Handled]:
+        """The last few CPU exceptions handled, oldest first."""
         out = (Exception_ * 8)()
         n = self._lib.dl_recent(self._state, out)
         return [Handled(e.vector, e.pc, e.cr2, e.insns) for e in out[:n]]

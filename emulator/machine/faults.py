@@ -33,11 +33,17 @@ EXCEPTIONS = {
 BACKTRACE_DEPTH = 32
 
 
-def exception_name(vector: int) -> str:
+def vector_name(vector: int) -> str:
+    """`page fault (#PF)` for an exception, `interrupt 0x20` for any other vector."""
     if vector in EXCEPTIONS:
         short, long = EXCEPTIONS[vector]
         return f"{long} ({short})"
-    return f"interrupt 0x{vector:x} with no handler"
+    return f"interrupt 0x{vector:x}"
+
+
+def exception_name(vector: int) -> str:
+    """The vector as a fault report names it: one outside the exceptions had no handler."""
+    return vector_name(vector) if vector in EXCEPTIONS else f"{vector_name(vector)} with no handler"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 from emulator import __version__
 from emulator.api import BootRun
 from emulator.cycles.params import load_params
-from emulator.machine.faults import exception_name
+from emulator.machine.faults import vector_name
 from emulator.report.heap import heap_section
 from emulator.report.memory import frames_section, paging_section
 
@@ -42,7 +42,7 @@ def build_report(run: BootRun) -> dict[str, Any]:
         "deadlock": result.deadlock.to_json() if result.deadlock else None,
         "interrupts": {f"0x{v:02x}": n for v, n in sorted(result.interrupts.items())},
         "exceptions_handled": {"count": result.exceptions_handled, "recent": [
-            {"vector": f"0x{e.vector:02x}", "name": exception_name(e.vector), "rip": f"0x{e.pc:x}",
+            {"vector": f"0x{e.vector:02x}", "name": vector_name(e.vector), "rip": f"0x{e.pc:x}",
              "caller": run.symbols.describe(e.pc), "cr2": f"0x{e.cr2:x}" if e.vector == 14 else None,
              "instructions": e.instructions} for e in result.recent_exceptions]},
         "wall_seconds": round(result.wall_seconds, 3),

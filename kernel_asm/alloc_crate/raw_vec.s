@@ -252,7 +252,7 @@ box_new_i32:
     ret
 .endfunction
 
-; box_new_bytes(size, align) -> Box<[u8; size]> (uninitialised contents are zeroed here)
+; box_new_bytes(size, align) -> Box<[u8; size]>, its contents uninitialised (as Box::new_uninit)
 .function box_new_bytes, alloc::boxed::Box::new_bytes
 box_new_bytes:
     push rbp

@@ -41,11 +41,16 @@ allocator_init:
     ret
 .endfunction
 
-; The spin lock: test-and-test-and-set with xchg, pausing while another holder has it.
+; The spin lock: test-and-test-and-set with xchg, pausing while another holder has it. Taken
+; with interrupts disabled (blog_os's `without_interrupts`), so an interrupt handler that
+; allocates can never find it held by the code it interrupted: lock() -> the RFLAGS from before,
+; which unlock(flags) restores IF from.
 .function lock_acquire, aetherion::allocator::Locked::lock
 lock_acquire:
     push rbp
     mov rbp, rsp
+    call interrupts_disable
+    mov r8, rax
     lea rdx, [rip + ALLOCATOR + LockedAllocator.lock]
 .Ltry:
     mov eax, 1
@@ -58,16 +63,19 @@ lock_acquire:
     jne .Lspin
     jmp .Ltry
 .Lheld:
+    mov rax, r8
     pop rbp
     ret
 .endfunction
 
+; unlock(flags): free, then interrupts back on if they were on when lock() was called
 .function lock_release, aetherion::allocator::Locked::unlock
 lock_release:
     push rbp
     mov rbp, rsp
     lea rdx, [rip + ALLOCATOR + LockedAllocator.lock]
     mov qword ptr [rdx], 0
+    call interrupts_restore
     pop rbp
     ret
 .endfunction
@@ -79,9 +87,12 @@ global_alloc:
     mov rbp, rsp
     push rbx
     push r12
+    push r13
+    sub rsp, 8
     mov rbx, rdi
     mov r12, rsi
     call lock_acquire
+    mov r13, rax                                ; the flags to restore
     lea rdi, [rip + ALLOCATOR + LockedAllocator.inner]
     mov rsi, rbx
     mov rdx, r12
@@ -93,8 +104,11 @@ global_alloc:
     call ll_alloc
 .Lunlock:
     mov rbx, rax
+    mov rdi, r13
     call lock_release
     mov rax, rbx
+    add rsp, 8
+    pop r13
     pop r12
     pop rbx
     pop rbp
@@ -109,11 +123,12 @@ global_dealloc:
     push rbx
     push r12
     push r13
-    sub rsp, 8
+    push r14
     mov rbx, rdi
     mov r12, rsi
     mov r13, rdx
     call lock_acquire
+    mov r14, rax                                ; the flags to restore
     lea rdi, [rip + ALLOCATOR + LockedAllocator.inner]
     mov rsi, rbx
     mov rdx, r12
@@ -125,8 +140,9 @@ global_dealloc:
 .Llinked:
     call ll_dealloc
 .Lunlock:
+    mov rdi, r14
     call lock_release
-    add rsp, 8
+    pop r14
     pop r13
     pop r12
     pop rbx
@@ -141,9 +157,10 @@ heap_stats:
     push rbp
     mov rbp, rsp
     push rbx
-    sub rsp, 8
+    push r12
     mov rbx, rdi
     call lock_acquire
+    mov r12, rax                                ; the flags to restore
     lea rdi, [rip + ALLOCATOR + LockedAllocator.inner]
     cmp qword ptr [rip + ALLOCATOR + LockedAllocator.kind], KIND_BUMP
     jne .Llinked
@@ -159,9 +176,10 @@ heap_stats:
     mov qword ptr [rbx + HeapStats.heap_size], rax
     mov qword ptr [rbx + HeapStats.used], rdx
     mov qword ptr [rbx + HeapStats.free], rcx
+    mov rdi, r12
     call lock_release
     mov rax, rbx
-    add rsp, 8
+    pop r12
     pop rbx
     pop rbp
     ret
@@ -238,14 +256,14 @@ bump_realloc_in_place:
     mov rbp, rsp
     push rbx
     push r12
+    push r13
+    push r14
     mov rbx, rdi
     mov r12, rcx
-    mov r8, rsi
-    push r8
-    sub rsp, 8
+    mov r14, rsi
     call lock_acquire
-    add rsp, 8
-    pop r8
+    mov r13, rax                                ; the flags to restore
+    mov r8, r14
     xor eax, eax
     cmp qword ptr [rip + ALLOCATOR + LockedAllocator.kind], KIND_BUMP
     jne .Ldone
@@ -261,8 +279,11 @@ bump_realloc_in_place:
     mov rax, rbx
 .Ldone:
     mov rbx, rax
+    mov rdi, r13
     call lock_release
     mov rax, rbx
+    pop r14
+    pop r13
     pop r12
     pop rbx
     pop rbp

@@ -17,3 +17,6 @@
 .equ E820_RAM, 1
 .equ ROM_BASE, 0xF0000
 .equ ROM_END, 0x100000
+.equ DEMAND_START, 0x666666660000               ; the page-fault handler maps frames here on demand
+.equ DEMAND_PAGES, 16
+.equ DEMAND_END, DEMAND_START + DEMAND_PAGES * PAGE_SIZE

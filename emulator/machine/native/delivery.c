@@ -103,8 +103,8 @@ typedef struct {
     int next_spin;
     /* what was handled */
     uint64_t delivered[256];
-    uint64_t handled;
-    dl_exception recent[RECENT];       /* ring: the last RECENT handled exceptions */
+    uint64_t exceptions;               /* CPU exceptions (vectors 0-31) handled */
+    dl_exception recent[RECENT];       /* ring: the last RECENT of them (a timer's ticks never push them out) */
 } dl_state;
 
 static uint64_t reg(dl_state *d, uc_engine *uc, int id) {
@@ -167,8 +167,7 @@ static void deliver(dl_state *d, uc_engine *uc, uint64_t vector) {
     d->delivering = 0;
     if (d->bits == 64) enter_handler(d, uc, vector, pc);
     d->delivered[vector & 255]++;
-    d->recent[d->handled % RECENT] = e;
-    d->handled++;
+    if (vector < 32) d->recent[d->exceptions++ % RECENT] = e;
 }
 
 /* The handler just entered: its frame (below an error code, if the CPU pushed one) holds the RIP
@@ -347,8 +346,8 @@ int dl_delivering(dl_state *d, dl_exception *chain, int max) { /* a delivery tha
 const uint64_t *dl_delivered(dl_state *d) { return d->delivered; }
 /* the last handled exceptions, oldest first; returns how many */
 int dl_recent(dl_state *d, dl_exception *out) {
-    int n = d->handled < RECENT ? (int)d->handled : RECENT;
-    for (int i = 0; i < n; i++) out[i] = d->recent[(d->handled - (uint64_t)n + (uint64_t)i) % RECENT];
+    int n = d->exceptions < RECENT ? (int)d->exceptions : RECENT;
+    for (int i = 0; i < n; i++) out[i] = d->recent[(d->exceptions - (uint64_t)n + (uint64_t)i) % RECENT];
     return n;
 }
 void dl_set_devices(dl_state *d, void *raise_interrupt, void *on_time, void *acknowledge) {
