@@ -1,29 +1,26 @@
 """Kernel image loader: checks a PVH ELF64 against the machine's memory map.
 
-Everything a hostile or broken file can get wrong ends in one `ImageError` line; pyelftools
-does the parsing, and every size is checked against the file before it is trusted, so a
-header that claims gigabytes costs nothing.
+Everything a hostile or broken file can get wrong ends in one `ImageError` line; `elf.py`
+does the parsing (pyelftools' import alone cost a boot tens of ms), and every size is checked
+against the file before it is trusted, so a header that claims gigabytes costs nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.constants import P_FLAGS
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import SymbolTableSection
-
 from emulator.errors import ImageError
+from emulator.image.elf import SYMBOL_TABLE_TYPES, ElfFile, ElfFormatError
 from emulator.image.symbols import Symbol, SymbolTable, demangle
 from emulator.layout import LOW_MEMORY_END, PVH_NOTE_NAME, ROM_BASE, XEN_ELFNOTE_PHYS32_ENTRY
 
 MAX_IMAGE_BYTES = 1 << 30
-_SYMBOL_KINDS = {"STT_FUNC": "func", "STT_OBJECT": "object", "STT_NOTYPE": "notype"}
+_SYMBOL_KINDS = {2: "func", 1: "object", 0: "notype"}  # STT_FUNC, STT_OBJECT, STT_NOTYPE
+EM_X86_64, ET_EXEC, PT_LOAD, PT_NOTE = 62, 2, 1, 4
+PF_X, PF_W, PF_R = 1, 2, 4
 
 
 @dataclass(frozen=True)
@@ -61,25 +58,28 @@ def load_image(path: str | Path, ram_size: int) -> KernelImage:
     if data[5] != 1:
         raise ImageError(f"{path}: big-endian ELF; x86-64 kernels are little-endian")
     try:
-        elf = ELFFile(io.BytesIO(data))
-        header = elf.header
-        if header["e_machine"] != "EM_X86_64":
-            raise ImageError(f"{path}: machine is {header['e_machine']}, not x86-64 (EM_X86_64)")
-        if header["e_type"] != "ET_EXEC":
-            raise ImageError(f"{path}: ELF type is {header['e_type']}, expected an executable (ET_EXEC)")
-        _check_table(path, len(data), header["e_phoff"], header["e_phnum"], header["e_phentsize"], "program header")
+        elf = ElfFile(data)
+        if elf.e_machine != EM_X86_64:
+            raise ImageError(f"{path}: machine is {_enum_name('ENUM_E_MACHINE', elf.e_machine)}, not x86-64 (EM_X86_64)")
+        if elf.e_type != ET_EXEC:
+            raise ImageError(f"{path}: ELF type is {_enum_name('ENUM_E_TYPE', elf.e_type)}, expected an executable (ET_EXEC)")
+        _check_table(path, len(data), elf.e_phoff, elf.e_phnum, elf.e_phentsize, "program header")
         segments = _segments(path, elf, len(data), ram_size)
         entry = _pvh_entry(path, elf, len(data))
         symbols = _symbols(path, elf, len(data))
-    except ImageError:
-        raise
-    except ELFError as exc:
+    except ElfFormatError as exc:
         raise ImageError(f"{path}: malformed ELF ({exc})") from None
-    except Exception as exc:  # noqa: BLE001 - pyelftools on hostile input raises anything (seek overflows, bad enums)
-        raise ImageError(f"{path}: malformed ELF ({type(exc).__name__}: {exc})") from None
     if not any(s.paddr <= entry < s.paddr + s.memsz and "x" in s.flags for s in segments):
         raise ImageError(f"{path}: PVH entry 0x{entry:x} is not inside an executable PT_LOAD segment")
     return KernelImage(str(path), hashlib.sha256(data).hexdigest(), entry, segments, symbols)
+
+
+def _enum_name(table: str, value: int) -> str | int:
+    """pyelftools' name for an ELF header value, as messages have always given it (only on this error path)."""
+    from elftools.elf import enums
+
+    names = {v: k for k, v in getattr(enums, table).items() if isinstance(v, int)}
+    return names.get(value, value)
 
 
 def _read(path: Path) -> bytes:
@@ -103,20 +103,20 @@ def _check_table(path: Path, file_size: int, offset: int, count: int, entsize: i
 
 def _flags(p_flags: int) -> str:
     return (
-        ("r" if p_flags & P_FLAGS.PF_R else "-")
-        + ("w" if p_flags & P_FLAGS.PF_W else "-")
-        + ("x" if p_flags & P_FLAGS.PF_X else "-")
+        ("r" if p_flags & PF_R else "-")
+        + ("w" if p_flags & PF_W else "-")
+        + ("x" if p_flags & PF_X else "-")
     )
 
 
-def _segments(path: Path, elf: ELFFile, file_size: int, ram_size: int) -> tuple[Segment, ...]:
+def _segments(path: Path, elf: ElfFile, file_size: int, ram_size: int) -> tuple[Segment, ...]:
     loads: list[Segment] = []
     for index in range(elf.num_segments()):
-        ph = elf.get_segment(index).header
-        if ph["p_type"] != "PT_LOAD" or ph["p_memsz"] == 0:
+        ph = elf.segment(index)
+        if ph.p_type != PT_LOAD or ph.p_memsz == 0:
             continue
         where = f"{path}: PT_LOAD segment {index}"
-        paddr, memsz, filesz, offset = ph["p_paddr"], ph["p_memsz"], ph["p_filesz"], ph["p_offset"]
+        paddr, memsz, filesz, offset = ph.p_paddr, ph.p_memsz, ph.p_filesz, ph.p_offset
         if filesz > memsz:
             raise ImageError(f"{where} has p_filesz 0x{filesz:x} larger than p_memsz 0x{memsz:x}")
         if offset + filesz > file_size:
@@ -132,22 +132,21 @@ def _segments(path: Path, elf: ELFFile, file_size: int, ram_size: int) -> tuple[
         for other in loads:
             if paddr < other.paddr + other.memsz and other.paddr < paddr + memsz:
                 raise ImageError(f"{where} [0x{paddr:x}, 0x{paddr + memsz:x}) overlaps another segment at 0x{other.paddr:x}")
-        data = elf.stream.getvalue()[offset : offset + filesz]  # type: ignore[attr-defined]
-        loads.append(Segment(paddr, ph["p_vaddr"], memsz, data, _flags(ph["p_flags"])))
+        loads.append(Segment(paddr, ph.p_vaddr, memsz, elf.data[offset : offset + filesz], _flags(ph.p_flags)))
     if not loads:
         raise ImageError(f"{path}: no PT_LOAD segments")
     return tuple(loads)
 
 
-def _pvh_entry(path: Path, elf: ELFFile, file_size: int) -> int:
+def _pvh_entry(path: Path, elf: ElfFile, file_size: int) -> int:
     for index in range(elf.num_segments()):
-        segment = elf.get_segment(index)
-        if segment.header["p_type"] != "PT_NOTE":
+        ph = elf.segment(index)
+        if ph.p_type != PT_NOTE:
             continue
-        offset, size = segment.header["p_offset"], segment.header["p_filesz"]
+        offset, size = ph.p_offset, ph.p_filesz
         if offset + size > file_size:
             raise ImageError(f"{path}: PT_NOTE segment {index} runs past the end of the file")
-        entry = _find_pvh_note(elf.stream.getvalue()[offset : offset + size])  # type: ignore[attr-defined]
+        entry = _find_pvh_note(elf.data[offset : offset + size])
         if entry is not None:
             return entry
     raise ImageError(f"{path}: no Xen PVH entry note (PT_NOTE 'Xen' type 18); not a PVH kernel")
@@ -170,18 +169,17 @@ def _find_pvh_note(blob: bytes) -> int | None:
     return None
 
 
-def _symbols(path: Path, elf: ELFFile, file_size: int) -> SymbolTable:
-    header = elf.header
-    if header["e_shoff"] == 0 or header["e_shnum"] == 0:
+def _symbols(path: Path, elf: ElfFile, file_size: int) -> SymbolTable:
+    if elf.e_shoff == 0 or elf.e_shnum == 0:
         return SymbolTable([])
-    _check_table(path, file_size, header["e_shoff"], header["e_shnum"], header["e_shentsize"], "section header")
-    symtab = elf.get_section_by_name(".symtab")
-    if not isinstance(symtab, SymbolTableSection):
+    _check_table(path, file_size, elf.e_shoff, elf.e_shnum, elf.e_shentsize, "section header")
+    symtab = elf.section_by_name(".symtab")
+    if symtab is None or symtab.sh_type not in SYMBOL_TABLE_TYPES:
         return SymbolTable([])
     result = []
-    for sym in symtab.iter_symbols():
-        kind = _SYMBOL_KINDS.get(sym["st_info"]["type"])
-        if kind is None or not sym.name or sym["st_shndx"] == "SHN_UNDEF":
+    for name, kind_code, shndx, value, size in elf.symbols(symtab, ".symtab"):
+        kind = _SYMBOL_KINDS.get(kind_code)
+        if kind is None or not name or shndx == 0:  # SHN_UNDEF
             continue
-        result.append(Symbol(demangle(sym.name), sym.name, sym["st_value"], sym["st_size"], kind))
+        result.append(Symbol(demangle(name), name, value, size, kind))
     return SymbolTable(result)
