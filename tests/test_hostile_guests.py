@@ -29,13 +29,31 @@ def test_wild_jump_faults_on_execute(tmp_path):
     assert "not present" in result.fault.page_walk
 
 
-def test_execution_from_a_non_executable_page(booted):
-    run_ = booted("")
-    with pytest.raises(GuestCallError) as err:
-        run_.call(HEAP_START)  # the heap is RW- NX
-    fault = err.value.fault
-    assert fault.exception == "#PF" and f"execute of {HEAP_START:#x}" in fault.summary
+def test_execution_from_a_non_executable_page(tmp_path):
+    """A kernel with no IDT: the fault report's page walk names the NX bit (EFER.NXE is set)."""
+    nx_page = 0x4000_0000 - 0x20_0000  # the last 2 MiB page of the identity map
+    result = run(tmp_path, main(f"""    lea rax, [rip + boot_pd]
+    bts qword ptr [rax + 511 * 8], 63
+    mov rax, {nx_page:#x}
+    call rax"""))
+    assert (result.stop_reason, result.exit_code) == (StopReason.FAULT, 3)
+    fault = result.fault
+    assert fault.exception == "#PF" and f"execute of {nx_page:#x}" in fault.summary
     assert "not executable (NX=1" in fault.page_walk
+
+
+def test_a_host_call_into_the_nx_heap_meets_the_kernels_own_handler(booted):
+    """Our kernel has an IDT: its #PF handler reports the fetch and panics, so the call ends in
+    the guest's failure exit, not in a fault the host reports."""
+    run_ = booted("")
+    with pytest.raises(GuestCallError, match="did not return: guest wrote 0x11 to isa-debug-exit") as err:
+        run_.call(HEAP_START)  # the heap is RW- NX
+    assert err.value.fault is None
+    serial = bytes(run_.machine.serial).decode()
+    report = serial.split("EXCEPTION: PAGE FAULT\n")[1]
+    assert report.startswith(f"Accessed Address: {HEAP_START:#x}\n"
+                             "Error Code: 0x11 (protection violation | supervisor | instruction fetch)\n")
+    assert f"InterruptStackFrame {{ instruction_pointer: {HEAP_START:#x}," in report
 
 
 def test_self_modifying_code_runs_the_new_bytes(tmp_path):

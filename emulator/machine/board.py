@@ -337,6 +337,12 @@ class Machine:
         return self.accounting.instructions
 
     @property
+    def serial(self) -> bytes:
+        """What the guest has written to COM1 so far, up to SERIAL_KEEP bytes: with what guest
+        functions the host called after the run printed (RunResult.serial stops at the run's end)."""
+        return bytes(self._serial)
+
+    @property
     def serial_bytes(self) -> int:
         """Bytes the guest wrote to COM1's transmit register (all of them; the report keeps SERIAL_KEEP)."""
         return self.ports.serial_bytes + self.uart.bytes_sent

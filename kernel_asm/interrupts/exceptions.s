@@ -39,11 +39,13 @@
     offset: .quad
 .endstruct
 
-; A record of pf_bits: `set` (or `clear`, when not 0) names the error code's `bit`
+; A record of pf_bits: `set` (or `clear`, when not 0 and no bit of `clear_unless` is set) names
+; the error code's `bit`
 .struct ErrorBit
     bit: .quad
     set: .quad
     clear: .quad
+    clear_unless: .quad
 .endstruct
 
 ; catch_exception VECTOR, RESUME: the next exception VECTOR resumes at label RESUME with this
@@ -419,6 +421,8 @@ print_page_fault_error:
     mov rcx, qword ptr [r12 + ErrorBit.bit]
     test rbx, rcx
     jnz .Lname
+    test rbx, qword ptr [r12 + ErrorBit.clear_unless]
+    jnz .Lnext
     mov rdi, qword ptr [r12 + ErrorBit.clear]
     test rdi, rdi
     jz .Lnext
@@ -501,12 +505,12 @@ frame_fields:                                   ; FrameField records, ended by a
     .quad field_ss, InterruptFrame.ss
     .quad 0, 0
 pf_bits:                                        ; ErrorBit records, ended by a 0 `set`
-    .quad PF_PRESENT, bit_protection, bit_not_present
-    .quad PF_WRITE, bit_write, bit_read
-    .quad PF_USER, bit_user, bit_supervisor
-    .quad PF_RESERVED, bit_reserved, 0
-    .quad PF_INSTRUCTION, bit_fetch, 0
-    .quad 0, 0, 0
+    .quad PF_PRESENT, bit_protection, bit_not_present, 0
+    .quad PF_WRITE, bit_write, bit_read, PF_INSTRUCTION ; a fetch is no data read
+    .quad PF_USER, bit_user, bit_supervisor, 0
+    .quad PF_RESERVED, bit_reserved, 0, 0
+    .quad PF_INSTRUCTION, bit_fetch, 0, 0
+    .quad 0, 0, 0, 0
 
 .section data
 .object EXCEPTION_CATCH, aetherion::interrupts::EXCEPTION_CATCH
