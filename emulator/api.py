@@ -30,7 +30,6 @@ from emulator.machine.session import prepare
 from emulator.trace import native
 from emulator.trace.eventlog import EventLog
 from emulator.trace.events import AllocEvent
-from emulator.trace.format import TraceWriter
 from emulator.trace.freelists import FreeListHistory, HeapAt
 from emulator.trace.tracer import AllocationTracer, Batch, GuestHeapLayout
 
@@ -134,6 +133,8 @@ class TracedBoot:
         self.live: LiveSet | None = None  # view (a), once the kernel's CPU starts
         self.writer = None
         if trace_path is not None:
+            from emulator.trace.format import TraceWriter  # the format's reader and schema: only for a trace
+
             self.writer = TraceWriter(trace_path, {
                 "image": str(image), "image_sha256": self.machine.image.sha256, "cmdline": config.cmdline,
                 "allocator": None, "entry_points": sorted(name for _, (name, _) in self.tracer.entry_points.items()),

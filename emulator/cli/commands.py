@@ -1,4 +1,5 @@
-"""The subcommands behind `aeth-emu`."""
+"""The subcommands behind `aeth-emu`. What only some runs need (reports, trace reading, rich) is
+imported where it is used: every boot pays for what it imports."""
 
 from __future__ import annotations
 
@@ -16,10 +17,6 @@ from emulator.image.loader import load_image
 from emulator.layout import MAX_RAM_MIB
 from emulator.machine.hostsignals import STOP_SIGNALS, StopOnSignals
 from emulator.machine.records import BootConfig, StopReason
-from emulator.report.memory import page_tables
-from emulator.report.profile import flat_profile
-from emulator.report.run import build_report
-from emulator.trace.format import read_trace
 
 
 def _config(args: argparse.Namespace) -> BootConfig:
@@ -70,6 +67,8 @@ def _boot_outputs(boot: TracedBoot, args: argparse.Namespace, stream: SerialStre
     if args.profile:
         print_profile(boot.machine, run.result)
     if args.dump_pagetables:
+        from emulator.report.memory import page_tables
+
         tables = page_tables(boot.machine)
         if tables is None:
             print("aeth-emu: the guest has paging off: no page tables to dump", file=sys.stderr)
@@ -79,6 +78,8 @@ def _boot_outputs(boot: TracedBoot, args: argparse.Namespace, stream: SerialStre
                 print(f"  {region.start:016x}-{region.end:016x} {region.end - region.start:016x} {region.perms} "
                       f"{region.page_size >> 10} KiB pages", file=sys.stderr)
     if args.report:
+        from emulator.report.run import build_report
+
         write_report(args.report, build_report(run))
     return run.exit_code
 
@@ -86,6 +87,8 @@ def _boot_outputs(boot: TracedBoot, args: argparse.Namespace, stream: SerialStre
 def print_profile(machine, result, top: int = 25) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from emulator.report.profile import flat_profile
 
     table = Table(title=f"flat profile: {result.instructions:,} instructions, {result.cycles:,} model cycles")
     for column in ("function", "instructions", "cycles", "% cycles", "cycles/insn"):
@@ -118,6 +121,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from emulator.report.trace_summary import render, summarize_trace
+    from emulator.trace.format import read_trace
 
     summary = summarize_trace(read_trace(args.trace))
     if args.json:
@@ -128,6 +132,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from emulator.trace.format import read_trace
     from emulator.trace.parquet import export, require_pyarrow  # pyarrow is imported only here: start-up stays fast
 
     refuse_overwriting_input(args.output, (args.trace,), "the Parquet file")
@@ -173,6 +178,7 @@ def cmd_step(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from emulator.cli.stepper import CodeView, Stepper
+    from emulator.trace.format import read_trace
 
     source = Path(args.source)
     console = Console()

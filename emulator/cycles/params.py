@@ -55,13 +55,32 @@ class CycleParams:
     rep_iteration: dict[str, float] = field(default_factory=dict)  # movs/stos per byte, others per element
 
 
+_DEFAULT: tuple[tuple[int, int], CycleParams] | None = None  # the packaged file's mtime and size, and its figures
+
+
 def load_params(path: str | Path | None = None) -> CycleParams:
-    """Read the model's parameters (default: the packaged emulator/cycles/cycle_model.toml)."""
+    """Read the model's parameters (default: the packaged emulator/cycles/cycle_model.toml, parsed
+    again only when it changed: a boot asks for it several times)."""
+    global _DEFAULT
+    default = path is None
     path = Path(path) if path is not None else DEFAULT_PARAMS
     try:
+        stamp = None
+        if default:
+            st = path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+            if _DEFAULT is not None and _DEFAULT[0] == stamp:
+                return _DEFAULT[1]
         d = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise CycleModelError(f"cannot read the cycle model parameters {path}: {exc}") from exc
+    params = _parse(path, d)
+    if default:
+        _DEFAULT = (stamp, params)
+    return params
+
+
+def _parse(path: Path, d: dict) -> CycleParams:
     try:
         c, t, b, core = d["cache"], d["tlb"], d["branch"], d["core"]
         classes = {name: InsnClass(float(v["latency"]), float(v["throughput"]), str(v["pool"]))
