@@ -3,16 +3,38 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import NoReturn
 
 from emulator import __version__
-from emulator.calibrate.sandbox import DEFAULT_TIME_LIMIT as NATIVE_TIME_LIMIT
 from emulator.errors import UsageError
 from emulator.layout import DEFAULT_RAM_MIB
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit code 2."""
+    """argparse, but a usage error is one line on stderr and exit code 2. `late` adds options whose
+    defaults live in modules other commands never import, once this parser is used."""
+
+    def __init__(self, *args, late: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._late = late
+
+    def _complete(self) -> None:
+        if self._late is not None:
+            late, self._late = self._late, None
+            late(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._complete()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._complete()
+        return super().format_help()
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
@@ -101,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limit_options(bench, "each boot")
     bench.add_argument("--iterations", type=_positive_int, default=3_000_000, metavar="N", help="loop iterations for the MIPS workload")
 
-    validate = sub.add_parser("validate", help="compare the cycle model with this host CPU running the same code")
+    validate = sub.add_parser("validate", help="compare the cycle model with this host CPU running the same code",
+                              late=_add_native_time_limit)
     validate.add_argument("image", nargs="?",
                           help="kernel image whose allocators are measured (default: the kernel shipped with aeth-emu)")
     validate.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -110,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--native-untrusted", action="store_true",
                           help="run an image other than the shipped kernel natively too (in a sandboxed child: "
                                "no system call but read, write and exit)")
-    validate.add_argument("--native-time-limit", type=_positive_float, default=NATIVE_TIME_LIMIT, metavar="SECONDS",
-                          help=f"kill the native run past this many seconds (default {NATIVE_TIME_LIMIT:g})")
     return parser
+
+
+def _add_native_time_limit(validate: argparse.ArgumentParser) -> None:
+    from emulator.calibrate.sandbox import DEFAULT_TIME_LIMIT  # the sandbox's module: only for `validate`
+
+    validate.add_argument("--native-time-limit", type=_positive_float, default=DEFAULT_TIME_LIMIT, metavar="SECONDS",
+                          help=f"kill the native run past this many seconds (default {DEFAULT_TIME_LIMIT:g})")
