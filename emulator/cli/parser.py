@@ -12,8 +12,8 @@ from emulator.layout import DEFAULT_RAM_MIB
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit code 2. `late` adds options whose
-    defaults live in modules other commands never import, once this parser is used."""
+    """argparse, but a usage error is one line on stderr and exit code 2; `late` adds the options
+    the first time this parser is used."""
 
     def __init__(self, *args, late: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -85,10 +85,23 @@ def _add_limit_options(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Each command's options are added when that command is parsed (or its help shown): a boot
+    does not build the other six."""
     parser = _Parser(prog="aeth-emu", description="Deterministic x86-64 PC emulator that shows what a kernel's heap allocator does.")
     parser.add_argument("--version", action="version", version=f"aeth-emu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    boot = sub.add_parser("boot", help="boot a kernel image; serial output to stdout")
+    sub.add_parser("boot", help="boot a kernel image; serial output to stdout", late=_boot)
+    sub.add_parser("trace", help="boot and write every allocation event to a JSON Lines trace", late=_trace)
+    sub.add_parser("stats", help="summarize a trace: counts, peak, live at exit, sizes, call sites", late=_stats)
+    sub.add_parser("export", help="write a trace as an Apache Parquet file, one row per event "
+                                  "(for pandas, polars, DuckDB; needs pyarrow)", late=_export)
+    sub.add_parser("step", help="step through a boot's allocations (an image, or a trace file)", late=_step)
+    sub.add_parser("bench", help="host speed ratios and the kernel's in-guest benchmarks, in one run", late=_bench)
+    sub.add_parser("validate", help="compare the cycle model with this host CPU running the same code", late=_validate)
+    return parser
+
+
+def _boot(boot: argparse.ArgumentParser) -> None:
     _add_boot_options(boot)
     boot.add_argument("--report", metavar="FILE", help="write a JSON report of the run")
     boot.add_argument("--screen", action="store_true", help="print the VGA text screen after the run (to stderr)")
@@ -96,35 +109,41 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--profile", action="store_true", help="print a flat profile: functions by model cycles (to stderr)")
     boot.add_argument("--dump-pagetables", action="store_true", help="print the guest's page-table mappings after the run (to stderr)")
 
-    trace = sub.add_parser("trace", help="boot and write every allocation event to a JSON Lines trace")
+
+def _trace(trace: argparse.ArgumentParser) -> None:
     _add_boot_options(trace)
     trace.add_argument("-o", "--output", required=True, metavar="FILE", help="trace file to write (JSON Lines)")
     trace.add_argument("--no-check", action="store_true", help="do not check heap invariants per event")
     trace.add_argument("--backtrace-depth", type=_positive_int, default=8, metavar="N", help="frames per event (default 8)")
 
-    stats = sub.add_parser("stats", help="summarize a trace: counts, peak, live at exit, sizes, call sites")
+
+def _stats(stats: argparse.ArgumentParser) -> None:
     stats.add_argument("trace", help="trace file written by 'aeth-emu trace'")
     stats.add_argument("--json", action="store_true", help="print the summary as JSON")
 
-    export = sub.add_parser("export", help="write a trace as an Apache Parquet file, one row per event "
-                                           "(for pandas, polars, DuckDB; needs pyarrow)")
+
+def _export(export: argparse.ArgumentParser) -> None:
     export.add_argument("trace", help="trace file written by 'aeth-emu trace'")
     export.add_argument("-o", "--output", required=True, metavar="FILE",
                         help="Parquet file to write (a regular file is replaced atomically)")
 
-    step = sub.add_parser("step", help="step through a boot's allocations (an image, or a trace file)")
+
+def _step(step: argparse.ArgumentParser) -> None:
     step.add_argument("source", help="kernel image to boot, or a trace file (.jsonl)")
     _add_run_options(step)
 
-    bench = sub.add_parser("bench", help="host speed ratios and the kernel's in-guest benchmarks, in one run")
+
+def _bench(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("image", nargs="?", help="kernel image (default: the kernel shipped with aeth-emu)")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
     _add_firmware_option(bench)
     _add_limit_options(bench, "each boot")
     bench.add_argument("--iterations", type=_positive_int, default=3_000_000, metavar="N", help="loop iterations for the MIPS workload")
 
-    validate = sub.add_parser("validate", help="compare the cycle model with this host CPU running the same code",
-                              late=_add_native_time_limit)
+
+def _validate(validate: argparse.ArgumentParser) -> None:
+    from emulator.calibrate.sandbox import DEFAULT_TIME_LIMIT  # the sandbox's module: only for `validate`
+
     validate.add_argument("image", nargs="?",
                           help="kernel image whose allocators are measured (default: the kernel shipped with aeth-emu)")
     validate.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -133,11 +152,5 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--native-untrusted", action="store_true",
                           help="run an image other than the shipped kernel natively too (in a sandboxed child: "
                                "no system call but read, write and exit)")
-    return parser
-
-
-def _add_native_time_limit(validate: argparse.ArgumentParser) -> None:
-    from emulator.calibrate.sandbox import DEFAULT_TIME_LIMIT  # the sandbox's module: only for `validate`
-
     validate.add_argument("--native-time-limit", type=_positive_float, default=DEFAULT_TIME_LIMIT, metavar="SECONDS",
                           help=f"kill the native run past this many seconds (default {DEFAULT_TIME_LIMIT:g})")
