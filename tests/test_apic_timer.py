@@ -89,6 +89,85 @@ def test_one_shot_fires_once_and_the_tpr_holds_it_back_until_lowered(tmp_path):
     assert r[0] == 1 and result.interrupts == {VECTOR: 1}  # one-shot: once
 
 
+DEADLINE_AFTER = 500_000  # cycles
+
+
+@pytest.mark.boot
+def test_tsc_deadline_fires_when_the_tsc_reaches_the_msr(tmp_path):
+    """TSC-deadline mode: WRMSR IA32_TSC_DEADLINE arms the timer for that TSC value (the model's
+    cycles, what rdtsc reads); the MSR reads back the deadline until it fires, then 0. Writing 0
+    disarms, and a write outside TSC-deadline mode is ignored. With the stock libunicorn the MSR
+    never reaches the device: CPUID does not offer the mode and the write does nothing."""
+    from emulator.machine.unicorn_build import loaded_build
+
+    image = _kernel(tmp_path, f"""    push rbx
+    mov eax, 1
+    cpuid
+    mov qword ptr [rip + results + 120], rcx  ; 15: CPUID.1 ECX
+    pop rbx
+    mov dword ptr [rbx + 0x320], {VECTOR | 1 << 18:#x}   ; LVT timer: TSC-deadline
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    add rax, {DEADLINE_AFTER}
+    mov qword ptr [rip + results + 80], rax   ; 10: the deadline
+    mov rdx, rax
+    shr rdx, 32
+    mov ecx, 0x6E0
+    wrmsr
+    rdmsr
+    shl rdx, 32
+    or rax, rdx
+    mov qword ptr [rip + results + 88], rax   ; 11: the MSR while armed
+    sti
+    mov r9d, 4000000
+.Lidle:
+    cmp qword ptr [rip + results], 1          ; asleep until the deadline (or, stock, a bounded wait)
+    jae .Lfired
+    dec r9d
+    jz .Lfired
+    hlt
+    jmp .Lidle
+.Lfired:
+    cli
+    mov ecx, 0x6E0
+    rdmsr
+    shl rdx, 32
+    or rax, rdx
+    mov qword ptr [rip + results + 96], rax   ; 12: the MSR after it fired
+    ; disarmed by 0: no second tick
+    rdtsc
+    add eax, 1000
+    mov ecx, 0x6E0
+    xor edx, edx
+    wrmsr
+    xor eax, eax
+    wrmsr
+    ; ignored outside the mode: one-shot mode with no count, then a deadline already past
+    mov dword ptr [rbx + 0x320], {VECTOR:#x}
+    mov eax, 1
+    wrmsr
+    sti
+    mov ecx, 20000
+.Lspin:
+    dec ecx
+    jnz .Lspin
+""")
+    machine, result = run_untraced(image)
+    assert (result.stop_reason, result.exit_code) == (StopReason.EXIT, 0), result.detail
+    r = results(machine, 16)
+    deadline = r[10]
+    if loaded_build().kind == "patched":
+        assert r[15] & (1 << 24)  # CPUID offers the TSC-deadline timer
+        assert r[0] == 1 and result.interrupts == {VECTOR: 1}
+        assert (r[11], r[12]) == (deadline, 0)
+        # taken at the first block boundary at or past the deadline: the wait was asleep in hlt, so
+        # only the handler's own first instructions lie between
+        assert 0 <= r[2] - deadline < 1_000
+    else:
+        assert not r[15] & (1 << 24) and r[0] == 0 and (r[11], r[12]) == (0, 0)
+
+
 @pytest.mark.unit
 def test_the_register_model():
     now = [0]
@@ -109,3 +188,25 @@ def test_the_register_model():
     assert apic.isr == 0 and apic.next_event() is None  # one-shot: done
     apic.write(0xF0, 4, 0xFF)  # software-disabled: every LVT masked
     assert apic.read(0x320, 4) & (1 << 16)
+
+
+@pytest.mark.unit
+def test_the_tsc_deadline_register_model():
+    now = [0]
+    apic = LocalApic(lambda: now[0])
+    apic.write(0xF0, 4, 0x1FF)
+    apic.write(0x320, 4, 0x30)  # one-shot: the deadline is ignored
+    apic.write_tsc_deadline(500, 500_000)
+    assert apic.deadline == 0 and apic.next_event() is None
+    apic.write(0x320, 4, 0x30 | 1 << 18)  # TSC-deadline mode: the count is ignored, reads 0
+    apic.write(0x380, 4, 100)
+    assert apic.initial == 0 and apic.read(0x390, 4) == 0
+    apic.write_tsc_deadline(500, 500_000)
+    assert apic.next_event() == 500_000
+    apic.catch_up(499_999)
+    assert not apic.pending() and apic.deadline == 500
+    apic.catch_up(500_000)
+    assert apic.pending() and apic.deadline == 0 and apic.next_event() is None  # fired: disarmed
+    apic.write_tsc_deadline(900, 900_000)
+    apic.write(0x320, 4, 0x30 | 1 << 17)  # to periodic: disarmed
+    assert apic.deadline == 0 and apic.next_event() is None

@@ -29,6 +29,7 @@ _ENV_SPAN = 1 << 20  # bytes of the CPU object searched for them
 
 
 DEVICE_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint64)
+MSR_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32, ctypes.c_int, ctypes.POINTER(ctypes.c_uint64))
 NEVER = (1 << 64) - 1
 
 
@@ -46,6 +47,9 @@ class InterruptSource(Protocol):
 
     def next_event(self) -> int | None:
         """When (millicycles) a timer next raises a line, or None."""
+
+    # optional: `read_msr(msr) -> int | None` and `write_msr(msr, value) -> bool` for the MSRs the
+    # devices own (None / False: not theirs)
 
 
 class Handler_(ctypes.Structure):  # dl_handler
@@ -78,7 +82,8 @@ def _lib() -> ctypes.CDLL:
             "dl_hook_block": (p, []), "cm_idle": (None, [p, u64]),
             "cm_halted_mc": (u64, [p]), "cm_millicycles": (u64, [p]),
             "dl_innermost": (i, [p, ctypes.POINTER(Handler_)]), "dl_set_cpuid": (None, [p, p]),
-            "dl_hook_cpuid": (p, [])}
+            "dl_hook_cpuid": (p, []), "dl_set_msr": (None, [p, MSR_CB]), "dl_hook_rdmsr": (p, []),
+            "dl_hook_wrmsr": (p, [])}
     bind(lib, sigs)
     if lib.dl_exception_size() != ctypes.sizeof(Exception_):
         raise NativeError(OUT_OF_DATE)
@@ -94,6 +99,7 @@ class ExceptionDelivery:
         self._state = ctypes.create_string_buffer(lib.dl_size())
         self._keep = accounting  # the model the hooks tell about exceptions lives as long as they do
         self._source: InterruptSource | None = None
+        self.msr_hooks = False  # RDMSR/WRMSR reach the devices (a patched libunicorn, 64-bit)
         lib.dl_init(self._state, accounting.native_state, uc_function("uc_reg_read"), uc_function("uc_vmem_read"),
                     uc_function("uc_emu_stop"), uc_function("qemu_get_cpu_x86_64"),
                     uc_function("x86_cpu_do_interrupt_x86_64"), uc_function("raise_exception_x86_64"),
@@ -109,9 +115,19 @@ class ExceptionDelivery:
             # between blocks: handlers returning (which handler an allocator call runs under), and
             # device interrupts once a source is connected
             self._hook(uc, UC_HOOK_BLOCK, lib.dl_hook_block())
-            # CPUID says what is modelled: an xAPIC, no x2APIC and no TSC-deadline timer
+            # CPUID says what is modelled: an xAPIC, no x2APIC, the TSC-deadline timer if its MSR reaches the APIC
             lib.dl_set_cpuid(self._state, uc_function("cpu_x86_cpuid_x86_64"))
             self._hook(uc, UC_HOOK_INSN, lib.dl_hook_cpuid(), x86.UC_X86_INS_CPUID)
+            self.msr_hooks = self._msr_hooks(uc)
+
+    def _msr_hooks(self, uc: Uc) -> bool:
+        """RDMSR/WRMSR hooks, for the device MSRs: only a libunicorn with patch 0006 accepts them."""
+        try:
+            self._hook(uc, UC_HOOK_INSN, self._lib.dl_hook_rdmsr(), x86.UC_X86_INS_RDMSR)
+        except NativeError:
+            return False  # the stock wheel: no TSC-deadline timer, and CPUID says so
+        self._hook(uc, UC_HOOK_INSN, self._lib.dl_hook_wrmsr(), x86.UC_X86_INS_WRMSR)
+        return True
 
     def connect(self, source: InterruptSource, fail: Callable[[BaseException], None]) -> None:
         """Take device interrupts from `source` at block boundaries (64-bit instances only).
@@ -135,8 +151,26 @@ class ExceptionDelivery:
                 fail(exc)
                 return -1
 
-        self._callbacks = (DEVICE_CB(on_time), DEVICE_CB(acknowledge))  # kept: the hooks call them
-        self._lib.dl_set_devices(self._state, uc_function("raise_interrupt_x86_64"), *self._callbacks)
+        def on_msr(msr: int, write: int, value) -> int:
+            try:
+                if write:
+                    owned = source.write_msr(msr, value[0])
+                    if owned:
+                        self.sync()  # a deadline armed or disarmed
+                    return int(owned)
+                read = source.read_msr(msr)
+                if read is None:
+                    return 0
+                value[0] = read
+                return 1
+            except BaseException as exc:  # noqa: BLE001 - as above
+                fail(exc)
+                return 0
+
+        self._callbacks = (DEVICE_CB(on_time), DEVICE_CB(acknowledge), MSR_CB(on_msr))  # kept: the hooks call them
+        self._lib.dl_set_devices(self._state, uc_function("raise_interrupt_x86_64"), *self._callbacks[:2])
+        if self.msr_hooks and hasattr(source, "write_msr"):
+            self._lib.dl_set_msr(self._state, self._callbacks[2])
         self.sync()
 
     def sync(self) -> None:

@@ -15,7 +15,7 @@ from fractions import Fraction
 
 from emulator.layout import PIC_MASTER_PORT, PIC_SLAVE_PORT, PIT_PORT, PIT_PORTS, PORT_B, RTC_PORT, RTC_PORTS
 from emulator.machine.devices.bus import PortBus
-from emulator.machine.devices.lapic import LocalApic
+from emulator.machine.devices.lapic import MSR_TSC_DEADLINE, LocalApic
 from emulator.machine.devices.pic8259 import PicPair
 from emulator.machine.devices.pit8254 import Pit, mc_per_tick
 from emulator.machine.devices.rtc import CmosRtc
@@ -54,6 +54,17 @@ class PcInterrupts:
 
     def acknowledge(self) -> int:
         return self.apic.acknowledge() if self.apic.pending() else self.pic.acknowledge()
+
+    def read_msr(self, msr: int) -> int | None:
+        """RDMSR of an MSR these devices own (IA32_TSC_DEADLINE); None for any other."""
+        return self.apic.deadline if msr == MSR_TSC_DEADLINE else None
+
+    def write_msr(self, msr: int, value: int) -> bool:
+        """WRMSR: True when these devices own the MSR. The TSC is the kernel CPU's cycle count."""
+        if msr != MSR_TSC_DEADLINE:
+            return False
+        self.apic.write_tsc_deadline(value, self.kernel_start + value * 1000)
+        return True
 
     def next_event(self) -> int | None:
         """When a timer next raises an interrupt: the PIT's IRQ0 while the PIC lets it through

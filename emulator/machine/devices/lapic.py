@@ -1,13 +1,16 @@
 """The local APIC in xAPIC mode (memory-mapped at 0xFEE00000), the parts a kernel's timer uses:
 ID, version, TPR, EOI, the spurious-vector register, ISR/IRR, the error status, the LVT timer
-(one-shot and periodic), LINT0/LINT1/error LVTs (kept, masking only), the divide configuration,
-and the initial and current counts.
+(one-shot, periodic and TSC-deadline, with the IA32_TSC_DEADLINE MSR), LINT0/LINT1/error LVTs
+(kept, masking only), the divide configuration, and the initial and current counts.
 
 The timer counts the model's clock (3.7 GHz), divided: one count every `divide` cycles, so a guest
 calibrating it against the PIT finds the model's frequency. Time is millicycles from `now()`.
-Not modelled: the TSC-deadline mode and its MSR, x2APIC, inter-processor interrupts, the
-LINT0/LINT1 pins (the 8259A pair reaches the CPU directly, as in virtual-wire mode), logical
-destinations (LDR/DFR are kept, unused) and the error interrupt (ESR stays 0).
+In TSC-deadline mode the timer fires when the TSC (the model's cycles, what rdtsc reads) reaches
+the MSR's value, and the MSR reads 0 again; the caller converts the deadline to machine time
+(the MSR reaches the device only through a libunicorn with RDMSR/WRMSR hooks, delivery.py).
+Not modelled: x2APIC, inter-processor interrupts, the LINT0/LINT1 pins (the 8259A pair reaches
+the CPU directly, as in virtual-wire mode), logical destinations (LDR/DFR are kept, unused) and
+the error interrupt (ESR stays 0).
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from collections.abc import Callable
 
 VERSION = 0x0005_0014  # version 0x14, six LVT entries (max LVT index 5), as a Pentium 4/Xeon xAPIC
 MASKED = 1 << 16
-PERIODIC = 1 << 17
+PERIODIC = 1 << 17  # LVT timer mode, bits 17-18: 00 one-shot, 01 periodic, 10 TSC-deadline
+TSC_DEADLINE = 1 << 18
+TIMER_MODE = PERIODIC | TSC_DEADLINE
+MSR_TSC_DEADLINE = 0x6E0
 SVR_ENABLE = 1 << 8
 MC_PER_CYCLE = 1000
 
@@ -42,6 +48,8 @@ class LocalApic:
         self.initial = 0
         self._start = 0  # millicycles when the count was last (re)loaded
         self._fired = 0  # periods already raised since _start
+        self.deadline = 0  # IA32_TSC_DEADLINE, in TSC cycles; 0: disarmed
+        self._deadline_at = 0  # the same as machine time (millicycles)
 
     # -- the timer --------------------------------------------------------------------------
 
@@ -51,8 +59,13 @@ class LocalApic:
     def _due(self, k: int) -> int:
         return self._start + (k + 1) * self._period()
 
+    def _deadline_mode(self) -> bool:
+        return self.regs[LVT_TIMER] & TIMER_MODE == TSC_DEADLINE
+
     def next_event(self) -> int | None:
-        """When the timer next counts down to 0 (millicycles), or None (stopped)."""
+        """When the timer next counts down to 0 or reaches its deadline (millicycles), or None."""
+        if self._deadline_mode():
+            return self._deadline_at if self.deadline else None
         if not self.initial:
             return None
         if not self.regs[LVT_TIMER] & PERIODIC and self._fired:
@@ -61,13 +74,23 @@ class LocalApic:
 
     def catch_up(self, now: int) -> None:
         while (when := self.next_event()) is not None and when <= now:
-            self._fired += 1
+            if self._deadline_mode():
+                self.deadline = 0  # fired: disarmed, the MSR reads 0
+            else:
+                self._fired += 1
             lvt = self.regs[LVT_TIMER]
             if not lvt & MASKED and self.regs[SVR] & SVR_ENABLE and (lvt & 0xFF) >= 16:
                 self.irr |= 1 << (lvt & 0xFF)
 
+    def write_tsc_deadline(self, value: int, at: int) -> None:
+        """WRMSR IA32_TSC_DEADLINE: `value` in TSC cycles, `at` the same instant in machine time.
+        Ignored outside TSC-deadline mode (SDM vol. 3, 10.5.4.1); 0 disarms; a deadline already
+        past fires at once."""
+        if self._deadline_mode():
+            self.deadline, self._deadline_at = value, at
+
     def _current(self) -> int:
-        if not self.initial:
+        if not self.initial or self._deadline_mode():
             return 0
         elapsed = self._now() - self._start
         if not self.regs[LVT_TIMER] & PERIODIC and elapsed >= self._period():
@@ -120,10 +143,14 @@ class LocalApic:
             if self.isr:
                 self.isr &= ~(1 << (self.isr.bit_length() - 1))
         elif reg == INITIAL:
-            self.initial = value & 0xFFFF_FFFF
-            self._start, self._fired = self._now(), 0
+            if not self._deadline_mode():  # the count is not used in TSC-deadline mode
+                self.initial = value & 0xFFFF_FFFF
+                self._start, self._fired = self._now(), 0
         elif reg == LVT_TIMER:
+            old = self.regs[reg] & TIMER_MODE
             self.regs[reg] = value & 0x0007_00FF
+            if (old == TSC_DEADLINE) != (self.regs[reg] & TIMER_MODE == TSC_DEADLINE):
+                self.initial, self.deadline = 0, 0  # a change to or from TSC-deadline mode disarms
         elif reg in (LVT_LINT0, LVT_LINT1):
             self.regs[reg] = value & 0x0001_87FF
         elif reg == LVT_ERROR:

@@ -26,6 +26,7 @@ typedef void (*do_interrupt_t)(void *);
 typedef void (*raise_exception_t)(void *, int);
 typedef void (*raise_interrupt_t)(void *, int, int, int, int);
 typedef int (*device_cb_t)(uint64_t);
+typedef int (*msr_cb_t)(uint32_t msr, int write, uint64_t *value); /* nonzero: the device owns the MSR */
 typedef void (*cpuid_t)(void *, uint32_t, uint32_t, uint32_t *, uint32_t *, uint32_t *, uint32_t *);
 
 void cm_finish(void *model, uint64_t stop_pc);
@@ -96,6 +97,7 @@ typedef struct {
     int irq_line;                      /* the interrupt controller's output to the CPU */
     int check_now;                     /* call on_time at the next block whatever the clock says */
     cpuid_t cpuid;                     /* QEMU's own CPUID (cpu_x86_cpuid) */
+    msr_cb_t msr;                      /* the device MSRs (IA32_TSC_DEADLINE); 0: none (stock Unicorn) */
     /* handlers running, innermost last (64-bit): each ends when its iretq restores the interrupted RSP */
     dl_handler nest[NEST];
     int depth;
@@ -282,7 +284,8 @@ static void hook_block(uc_engine *uc, uint64_t address, uint32_t size, void *use
 /* ---- CPUID -------------------------------------------------------------------------------- */
 
 /* CPUID as QEMU's qemu64 model answers it, less what this machine does not model: x2APIC (leaf 1
- * ECX bit 21) and the TSC-deadline timer (ECX bit 24). The xAPIC (EDX bit 9) is modelled. */
+ * ECX bit 21), and the TSC-deadline timer (ECX bit 24) unless its MSR reaches the device model
+ * (a libunicorn with RDMSR/WRMSR hooks). The xAPIC (EDX bit 9) is modelled. */
 #define CPUID1_ECX_X2APIC (1u << 21)
 #define CPUID1_ECX_TSC_DEADLINE (1u << 24)
 static int hook_cpuid(uc_engine *uc, void *user) {
@@ -292,10 +295,34 @@ static int hook_cpuid(uc_engine *uc, void *user) {
     uint32_t leaf = (uint32_t)regs[0], sub = (uint32_t)regs[1], a, b, c, dx;
     d->cpuid((char *)d->cpu + d->env_offset, leaf, sub, &a, &b, &c, &dx);
     if (leaf == 1) {
-        c &= ~(CPUID1_ECX_X2APIC | CPUID1_ECX_TSC_DEADLINE);
+        c &= ~CPUID1_ECX_X2APIC;
+        if (d->msr) c |= CPUID1_ECX_TSC_DEADLINE;
+        else c &= ~CPUID1_ECX_TSC_DEADLINE;
     }
     regs[0] = a; regs[3] = b; regs[1] = c; regs[2] = dx;
     return 1; /* answered: Unicorn skips its own */
+}
+
+/* ---- MSRs that belong to devices ------------------------------------------------------------- */
+
+/* uc_cb_insn_cpuid_t, for RDMSR and WRMSR (third_party/unicorn/patches/0006): ECX names the MSR,
+ * EDX:EAX the value. An MSR the devices own is answered by them, and the instruction's own effect
+ * skipped; any other is left to QEMU. Translated code has already raised #GP at CPL > 0. */
+static int hook_rdmsr(uc_engine *uc, void *user) {
+    dl_state *d = user;
+    (void)uc;
+    uint64_t *regs = (uint64_t *)((char *)d->cpu + d->env_offset), value = 0;
+    if (!d->msr || !d->msr((uint32_t)regs[1], 0, &value)) return 0;
+    regs[0] = (uint32_t)value;
+    regs[2] = value >> 32;
+    return 1;
+}
+static int hook_wrmsr(uc_engine *uc, void *user) {
+    dl_state *d = user;
+    (void)uc;
+    uint64_t *regs = (uint64_t *)((char *)d->cpu + d->env_offset);
+    uint64_t value = (uint32_t)regs[0] | (uint64_t)(uint32_t)regs[2] << 32;
+    return d->msr && d->msr((uint32_t)regs[1], 1, &value);
 }
 
 /* ---- Python's side ------------------------------------------------------------------------ */
@@ -369,6 +396,9 @@ uint64_t dl_current_vector(dl_state *d) { return d && d->depth ? d->nest[d->dept
 void *dl_hook_block(void) { return (void *)hook_block; }
 void dl_set_cpuid(dl_state *d, void *cpuid) { d->cpuid = (cpuid_t)cpuid; }
 void *dl_hook_cpuid(void) { return (void *)hook_cpuid; }
+void dl_set_msr(dl_state *d, void *msr) { d->msr = (msr_cb_t)msr; }
+void *dl_hook_rdmsr(void) { return (void *)hook_rdmsr; }
+void *dl_hook_wrmsr(void) { return (void *)hook_wrmsr; }
 void dl_set_calling(dl_state *d, int calling) { d->calling = calling; if (calling) d->stop = STOP_NONE; }
 void dl_clear_stop(dl_state *d) { d->stop = STOP_NONE; d->delivering = 0; }
 void *dl_hook_intr(void) { return (void *)hook_intr; }
