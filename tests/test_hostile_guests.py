@@ -42,14 +42,16 @@ def test_execution_from_a_non_executable_page(tmp_path):
     assert "not executable (NX=1" in fault.page_walk
 
 
-def test_a_host_call_into_the_nx_heap_meets_the_kernels_own_handler(booted):
+def test_a_host_call_into_the_nx_heap_meets_the_kernels_own_handler(kernel):
     """Our kernel has an IDT: its #PF handler reports the fetch and panics, so the call ends in
-    the guest's failure exit, not in a fault the host reports."""
-    run_ = booted("")
+    the guest's failure exit, not in a fault the host reports (a fresh boot: the handler allocates)."""
+    from emulator import boot as traced_boot
+
+    run_ = traced_boot(kernel)
     with pytest.raises(GuestCallError, match="did not return: guest wrote 0x11 to isa-debug-exit") as err:
         run_.call(HEAP_START)  # the heap is RW- NX
     assert err.value.fault is None
-    serial = bytes(run_.machine.serial).decode()
+    serial = run_.machine.serial.decode()
     report = serial.split("EXCEPTION: PAGE FAULT\n")[1]
     assert report.startswith(f"Accessed Address: {HEAP_START:#x}\n"
                              "Error Code: 0x11 (protection violation | supervisor | instruction fetch)\n")

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from emulator import boot
 from emulator.errors import GuestCallError
 from emulator.guestmem.frames import mapped_frames, page_table_frames, read_frame_pool
 from emulator.layout import FRAME_POOL_END, FRAME_POOL_START, HEAP_SIZE, HEAP_START
@@ -73,15 +74,38 @@ def test_host_walker_agrees_with_the_guests_translate(booted):
         assert (None if host is None else hex(host.phys)) == (None if pa == "none" else pa), va
 
 
-def test_write_to_heap_guard_page_is_a_fault_naming_it(booted):
-    run = booted("")
-    # LinkedListAllocator::add_free_region(self, addr, size) writes a node at addr.
+ADD_FREE_REGION = "aetherion::allocator::linked_list::LinkedListAllocator::add_free_region"
+
+
+def _write_below_the_heap(run):
+    """LinkedListAllocator::add_free_region(self, addr, size) writes a node at addr: the guard page."""
     with pytest.raises(GuestCallError) as err:
-        run.call("aetherion::allocator::linked_list::LinkedListAllocator::add_free_region",
-                 run.symbols.address("aetherion::allocator::ALLOCATOR") + 16, HEAP_START - 16, 16)
-    fault = err.value.fault
+        run.call(ADD_FREE_REGION, run.symbols.address("aetherion::allocator::ALLOCATOR") + 16, HEAP_START - 16, 16)
+    return err.value
+
+
+def test_write_to_heap_guard_page_meets_the_kernels_page_fault_handler(kernel):
+    """Our kernel has an IDT: its #PF handler reports the write and panics (a fresh boot: the
+    handler allocates, which a shared boot's later tests would see)."""
+    run = boot(kernel)
+    error = _write_below_the_heap(run)
+    assert "did not return: guest wrote 0x11 to isa-debug-exit" in str(error) and error.fault is None
+    report = run.machine.serial.decode().split("EXCEPTION: PAGE FAULT\n")[1]
+    assert report.startswith(f"Accessed Address: {HEAP_START - 16:#x}\nError Code: 0x2 (not present | write | supervisor)\n")
+    rip = int(report.split("instruction_pointer: ")[1].split(",")[0], 16)
+    assert run.symbols.describe(rip).startswith(ADD_FREE_REGION + "+")
+
+
+def test_write_to_heap_guard_page_without_an_idt_is_a_fault_naming_it(kernel):
+    """The same write with the IDT gone (IDTR limit 0, as a kernel that never ran lidt): the
+    host's fault report names the guard page."""
+    from unicorn.x86_const import UC_X86_REG_IDTR
+
+    run = boot(kernel)
+    run.machine.uc.reg_write(UC_X86_REG_IDTR, (0, 0, 0, 0))
+    fault = _write_below_the_heap(run).fault
     assert fault.exception == "#PF" and fault.cr2 == HEAP_START - 16
     assert f"write of {HEAP_START - 0x10:#x}" in fault.summary
     assert "PT entry 63" in fault.page_walk and "not present" in fault.page_walk
     assert "heap guard page" in fault.summary
-    assert fault.location.startswith("aetherion::allocator::linked_list::LinkedListAllocator::add_free_region+")
+    assert fault.location.startswith(ADD_FREE_REGION + "+")
