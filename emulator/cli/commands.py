@@ -4,7 +4,6 @@ imported where it is used: every boot pays for what it imports."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -125,6 +124,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     summary = summarize_trace(read_trace(args.trace))
     if args.json:
+        import json
+
         print(json.dumps(summary, indent=2))
     else:
         render(summary, Console())
@@ -235,6 +236,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = bench.report(loop, real, guest, load_params().clock_ghz)
     report["unicorn"] = str(loaded_build())
     if args.json:
+        import json
+
         print(json.dumps(report, indent=2))
         return 0
     out = Console()
@@ -287,6 +290,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except RuntimeError as exc:  # Unicorn's or the toolchain's
         raise UsageError(str(exc)) from None
     if args.json:
+        import json
+
         print(json.dumps(report, indent=2))
         return 0
     if args.probes:

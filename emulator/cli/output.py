@@ -8,7 +8,6 @@ guest quietly (as Unix tools end on EPIPE); any other write error is one line an
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 import sys
@@ -124,4 +123,6 @@ def _standard_stream(path: str | Path):
 
 
 def write_report(path: str | Path, report: dict[str, Any]) -> None:
+    import json  # only a run with a report needs it
+
     write_text_file(path, json.dumps(report, indent=2) + "\n", "report")

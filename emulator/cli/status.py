@@ -7,23 +7,20 @@ import threading
 import time
 from collections.abc import Callable
 
+FIRST_UPDATE = 0.5  # seconds; a shorter run shows no status line (and never imports rich)
+
 
 class StatusLine:
     """Shows `running: N instructions, T s` every half second; silent on pipes and in CI."""
 
     def __init__(self, progress: Callable[[], int], label: str = "running") -> None:
-        self._console = None
-        if sys.stderr.isatty():  # rich is imported only for a terminal: pipes and CI never need it
-            from rich.console import Console
-
-            self._console = Console(stderr=True)
         self._progress = progress
         self._label = label
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> StatusLine:
-        if self._console is not None and self._console.is_terminal:
+        if sys.stderr.isatty():
             self._thread = threading.Thread(target=self._loop, daemon=True)
             self._thread.start()
         return self
@@ -35,6 +32,15 @@ class StatusLine:
 
     def _loop(self) -> None:
         started = time.monotonic()
-        with self._console.status("") as status:
-            while not self._done.wait(0.5):
+        if self._done.wait(FIRST_UPDATE):
+            return
+        from rich.console import Console  # ~50 ms to import: only once a run lasts
+
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            return
+        with console.status("") as status:
+            while True:
                 status.update(f"{self._label}: {self._progress():,} instructions, {time.monotonic() - started:.1f} s")
+                if self._done.wait(FIRST_UPDATE):
+                    break
