@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from emulator import __version__
 from emulator.errors import UsageError
 from emulator.layout import DEFAULT_RAM_MIB
+
+if TYPE_CHECKING:
+    from emulator.machine.records import BootConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,6 +41,18 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def boot_config(args: argparse.Namespace) -> BootConfig:
+    """The machine configuration the run options ask for."""
+    from emulator.machine.records import BootConfig  # the machine's modules: not for `--help`
+
+    return BootConfig(
+        cmdline=None if getattr(args, "no_cmdline", False) else args.cmdline,
+        memory_mib=args.memory,
+        max_insns=getattr(args, "max_insns", None),
+        timeout=getattr(args, "timeout", None),
+    )
 
 
 def _positive_int(text: str) -> int:
