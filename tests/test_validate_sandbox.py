@@ -179,7 +179,7 @@ def test_the_shipped_kernels_allocators_run_in_the_sandbox():
     flat = assemble_flat([("validate.s", case_source(cases, kernel_addresses(image)))], CODE, CODE_SIZE,
                          default_mode=64)
     ticks = native_ticks(image, flat.data, [flat.symbols[f"case_{c.name}"] for c in cases], cases, [[]] * len(cases))
-    # alu_dependent is 8 x 20000 dependent adds: 160000 core cycles, >= 0.3 tick each on any host
+    # alu_dependent is 8 x 20000 dependent register adds: 160000 core cycles, >= 0.3 tick each on any host
     assert ticks[0] > 48_000 and all(t > 0 for t in ticks)
 
 
