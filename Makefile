@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml third_party/unicorn/build.py $(wildcard third_party/uni
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/python -m compileall -q emulator  # bytecode now: each boot would otherwise compile ~45 ms of it
 	$(BIN)/python third_party/unicorn/build.py || \
 	  echo "aeth-emu: patched Unicorn not built (third_party/unicorn/build.py failed); using the stock wheel, stores are slower"
 	touch $(STAMP)

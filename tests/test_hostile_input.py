@@ -183,6 +183,35 @@ def test_a_closed_pipe_on_stdout_ends_quietly(kernel):
     assert done.stdout.strip() == "141" and done.stderr == ""
 
 
+@pytest.fixture(scope="module")
+def churn_trace(kernel, tmp_path_factory):
+    path = tmp_path_factory.mktemp("stats") / "churn.jsonl.zst"
+    assert aeth("trace", str(kernel), "--cmdline", "churn=20000", "-o", str(path)).returncode == 0
+    return path
+
+
+@pytest.mark.parametrize("json_flag", [(), ("--json",)])
+def test_stats_into_a_closed_pipe_ends_quietly_too(churn_trace, json_flag):
+    """rich's own answer to a closed pipe is exit 1; the command ends as `boot | head` does. The
+    reader is gone before the command writes (a short output could otherwise fit in the pipe)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([*AETH, "stats", str(churn_trace), *json_flag], stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert done.returncode == 141 and done.stderr == ""
+
+
+@pytest.mark.parametrize("json_flag", [(), ("--json",)])
+def test_stats_onto_a_full_disk_is_one_line_and_exit_5(churn_trace, json_flag):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*AETH, "stats", str(churn_trace), *json_flag], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    assert "cannot write the output: No space left on device" in one_line_error(done, 5)
+
+
 @pytest.mark.parametrize("command", ["boot", "trace"])
 def test_a_full_disk_is_one_line_and_exit_5(kernel, tmp_path, command):
     if command == "boot":

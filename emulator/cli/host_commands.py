@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from emulator.cli.output import stdout_console
 from emulator.errors import UsageError
 from emulator.image.bundled import bundled_kernel
 from emulator.machine.hostsignals import STOP_SIGNALS, StopOnSignals
@@ -42,7 +43,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    out = Console()
+    out = stdout_console()
     if not out.is_terminal:
         out.width = 160  # whole rows in logs and pipes
     out.print(f"CPU: {report['unicorn']}")
@@ -80,7 +81,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from emulator.calibrate.validate import probes, validate
@@ -101,7 +101,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for row in report["probes"]:
             table.add_row(row["probe"], f"{row['native_cycles_per_iteration']:.2f}",
                           f"{row['model_cycles_per_iteration']:.2f}")
-        Console().print(table)
+        stdout_console().print(table)
         return 0
     table = Table(title=f"cycle model vs this CPU (TSC ticks per core cycle {report['ticks_per_core_cycle']:.3f})")
     for column in ("case", "native", "model", "error %", "llvm-mca", "error %"):
@@ -111,7 +111,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         table.add_row(row["case"], f"{row['native_cycles']:,}", f"{row['model_cycles']:,}", f"{row['model_error_percent']:+.1f}",
                       "" if mca is None else f"{mca:,}",
                       "" if mca is None else f"{row['llvm_mca_error_percent']:+.1f}")
-    out = Console()
+    out = stdout_console()
     out.print(table)
     for label, key in (("model, all cases", "model"), ("model, llvm-mca's cases", "model_on_llvm_mca_cases"),
                        ("llvm-mca (znver3)", "llvm_mca")):

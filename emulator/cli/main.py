@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
 from emulator.cli.parser import build_parser
-from emulator.errors import EmulatorError, UsageError
+from emulator.errors import EmulatorError, OutputError, UsageError
 
 
 def main(argv: list[str] | None = None, imported: Callable[[], None] | None = None) -> int:
@@ -25,6 +26,14 @@ def main(argv: list[str] | None = None, imported: Callable[[], None] | None = No
     except EmulatorError as exc:
         print(f"aeth-emu: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # writing a command's output to stdout (`stats | head`, `> /dev/full`)
+        from emulator.cli.output import EPIPE_EXIT, silence_stdout
+
+        silence_stdout()  # nothing more reaches it, the interpreter's own flush at exit included
+        if exc.errno == errno.EPIPE:
+            return EPIPE_EXIT
+        print(f"aeth-emu: error: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+        return OutputError.exit_code
     except KeyboardInterrupt:
         print("aeth-emu: interrupted", file=sys.stderr)
         return 4

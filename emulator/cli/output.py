@@ -43,7 +43,7 @@ class SerialStream:
     def _failed(self, exc: OSError) -> None:
         if exc.errno == errno.EPIPE:
             self.closed_by_reader = True
-            _silence_stdout()
+            silence_stdout()
             why = "standard output was closed"
         else:
             self.error = exc
@@ -65,7 +65,20 @@ class SerialStream:
             raise OutputError(f"cannot write the serial output to standard output: {self.error.strerror}")
 
 
-def _silence_stdout() -> None:
+def stdout_console():
+    """rich's Console on stdout, except that a reader closing the pipe ends the command as every
+    other output does (main(): quietly, exit 141), not with rich's own exit 1."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, "standard output was closed")
+
+    return _Console()
+
+
+def silence_stdout() -> None:
     # Later writes and the interpreter's own flush at exit must not fail on the closed pipe.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from emulator.api import TracedBoot
-from emulator.cli.output import EPIPE_EXIT, refuse_overwriting_input
+from emulator.cli.output import EPIPE_EXIT, refuse_overwriting_input, stdout_console
 from emulator.cli.parser import boot_config
 from emulator.errors import ImageError, UsageError
 from emulator.image.loader import load_image
@@ -19,7 +19,6 @@ from emulator.trace.format import read_trace
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from emulator.report.trace_summary import render, summarize_trace
 
@@ -27,7 +26,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        render(summary, Console())
+        render(summary, stdout_console())
     return 0
 
 
@@ -74,12 +73,11 @@ def _trace_image(trace, trace_path: Path):
 
 
 def cmd_step(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from emulator.cli.stepper import CodeView, Stepper
 
     source = Path(args.source)
-    console = Console()
+    console = stdout_console()
     stream, is_image = _open_source(source)
     with stream:
         if not is_image:
