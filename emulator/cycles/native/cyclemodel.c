@@ -42,6 +42,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* Unicorn ABI pieces (unicorn/unicorn.h, x86.h of 2.1.4). */
 typedef void uc_engine;
@@ -207,20 +208,24 @@ enum { B_DEAD = 0, B_LIVE = 1, B_FORGOTTEN = 2 };
  * change address translation (CR0/CR4, an MSR, invlpg, ...). */
 enum { F_CR3 = 1, F_PAGING = 2 };
 
+/* The fields the block hook reads on every execution come first (one host cache line). */
 typedef struct {
-    uint64_t addr, last_pc;
-    uint64_t line0, line1;     /* first and last 64-byte code line (virtual) */
-    uint64_t frame0, frame1;   /* physical page of its first and of its last byte */
+    uint64_t addr;
+    uint32_t size, n;
     uint64_t base;             /* back-end millicycles of all instructions (L1 hits, predicted branches) */
     uint64_t fe;               /* front-end millicycles to deliver its macro-ops */
-    uint64_t rep_iter;         /* millicycles per further iteration of a trailing rep instruction */
+    uint64_t line0, line1;     /* first and last 64-byte code line (virtual) */
+    uint64_t pline0;           /* physical line of line0: its page is the block's first frame */
+    uint8_t kind, rep_last, first_rep, state, bits, flags;
+    uint64_t last_pc;
     uint64_t prof_insns, prof_mc;
-    uint32_t size, n, pool;    /* pool: index of n offsets and n+1 cost prefixes */
+    uint64_t frame1;           /* physical page of its last byte */
+    uint64_t rep_iter;         /* millicycles per further iteration of a trailing rep instruction */
+    uint32_t pool;             /* index of n offsets and n+1 cost prefixes */
     uint32_t code;             /* index of its `size` bytes in s->code */
     uint32_t pool_len;         /* length of its region of the pool (at least 2 n + 1) */
     int32_t next;              /* hash chain (live and forgotten blocks; -1 ends it) */
     int32_t lnode;             /* index of its line-index nodes, one per code line */
-    uint8_t kind, rep_last, first_rep, state, bits, flags;
 } block_t;
 
 /* Line index: node k of block b stands for code line b->line0 + (k - b->lnode), filed under its
@@ -354,8 +359,8 @@ typedef struct {
 
     uint64_t insns, mc;        /* retired instructions, millicycles (the back end's clock) */
     uint64_t fe, fe_line;      /* the front end's clock; the 64-byte line of its open fetch window */
-    uint64_t budget;
-    int budget_on, budget_stop, error;
+    uint64_t budget_at;        /* stop at the block boundary where insns reaches it (UINT64_MAX: never) */
+    int budget_stop, error;
     int cur_cont;              /* the current block is a rep continuation (counted nothing) */
     int32_t cur, prev;
     uint64_t seq, fault_seq, active_seq; /* block serial; last block that faulted / did an `out` */
@@ -364,6 +369,7 @@ typedef struct {
     cache_t l1d, l1i, l2, l3;
     uint64_t clock;            /* L1 DTLB LRU stamps */
     uint64_t last_line, last_fetch_line, last_page, last_wline;
+    uint64_t hit_line;         /* last_line when last_page is its page (an access there hits both), else UINT64_MAX */
 
     uint64_t tlb1_page[128], tlb1_stamp[128];
     int32_t tlb1_next[128], tlb1_head[TLB1_BUCKETS];
@@ -394,37 +400,71 @@ static inline uint32_t code_key(uint64_t line) {
     return (uint32_t)((line * 0x9E3779B97F4A7C15ull) >> (64 - CODE_BITS));
 }
 
+/* Zeroed memory for a large table the model touches sparsely (the L3's tags, the line index, the
+ * page map): mapped on its own, so it is zeroed as it is touched, not all at allocation (a heap
+ * block is), and in 2 MiB pages where the kernel allows, so a run touching much of it takes a few
+ * page faults, not one per 4 KiB. */
+#define TABLE_MAP_BYTES (256u << 10)
+#define HUGE_PAGE_BYTES ((size_t)2 << 20)
+static size_t table_bytes(size_t bytes) { return (bytes + 4095) & ~(size_t)4095; }
+static void *table_alloc(size_t bytes) {
+    if (bytes < TABLE_MAP_BYTES) return calloc(1, bytes);
+    bytes = table_bytes(bytes);
+    size_t len = bytes + (bytes >= HUGE_PAGE_BYTES ? HUGE_PAGE_BYTES : 0);
+    uint8_t *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    if (len == bytes) return p;
+    uint8_t *q = (uint8_t *)(((uintptr_t)p + HUGE_PAGE_BYTES - 1) & ~(uintptr_t)(HUGE_PAGE_BYTES - 1));
+    if (q > p) munmap(p, (size_t)(q - p));
+    if (p + len > q + bytes) munmap(q + bytes, (size_t)(p + len - (q + bytes)));
+#ifdef MADV_HUGEPAGE
+    madvise(q, bytes, MADV_HUGEPAGE);
+#endif
+    return q;
+}
+static void table_free(void *t, size_t bytes) {
+    if (!t) return;
+    if (bytes < TABLE_MAP_BYTES) free(t);
+    else munmap(t, table_bytes(bytes));
+}
+
 static int cache_init(cache_t *c, int64_t sets, int64_t ways) {
     c->tag = NULL;
     if (sets <= 0 || ways <= 0 || (sets & (sets - 1))) return -1; /* sets: a power of two */
     c->mask = (uint64_t)sets - 1;
     c->ways = (uint64_t)ways;
-    c->tag = calloc((size_t)(sets * ways), sizeof(uint64_t));
+    c->tag = table_alloc((size_t)(sets * ways) * sizeof(uint64_t));
     return c->tag ? 0 : -1;
 }
-static void cache_free(cache_t *c) { free(c->tag); c->tag = NULL; }
+static void cache_free(cache_t *c) {
+    table_free(c->tag, (size_t)((c->mask + 1) * c->ways) * sizeof(uint64_t));
+    c->tag = NULL;
+}
 
 /* Look up `key` in a set-associative LRU structure; fill on a miss.  Returns 1 on a hit.
  * Each set keeps its tags in recency order (most recent first), which is exact LRU and makes
  * the common hit on the most recent way one compare. */
 static inline int cache_access(cache_t *c, uint64_t key) {
     uint64_t *tag = c->tag + (key & c->mask) * c->ways;
-    uint64_t want = key + 1;
-    if (tag[0] == want) return 1;
+    uint64_t want = key + 1, moved = tag[0];
+    if (moved == want) return 1;
+    /* Each way moves down one until the key's way (a hit) or past the last (a miss, which drops
+     * the least recent); the key goes first. A loop, not memmove: sets are a few ways. */
     for (uint64_t w = 1; w < c->ways; w++) {
-        if (tag[w] == want) {
-            memmove(tag + 1, tag, (size_t)w * sizeof *tag);
+        uint64_t t = tag[w];
+        tag[w] = moved;
+        if (t == want) {
             tag[0] = want;
             return 1;
         }
+        moved = t;
     }
-    memmove(tag + 1, tag, (size_t)(c->ways - 1) * sizeof *tag);
     tag[0] = want;
     return 0;
 }
 
 /* A line missed its L1: look in L2, L3, DRAM; returns the penalty in millicycles. */
-static inline uint64_t outer_access(cm_state *s, uint64_t line) {
+__attribute__((noinline)) static uint64_t outer_access(cm_state *s, uint64_t line) {
     if (cache_access(&s->l2, line)) return (uint64_t)s->p.l2_hit;
     s->counters[C_L2_MISS]++;
     if (cache_access(&s->l3, line)) return (uint64_t)s->p.l3_hit;
@@ -643,6 +683,8 @@ static uint64_t frame_of(cm_state *s, uc_engine *uc, uint64_t vaddr) {
 
 /* ---- the line index ---------------------------------------------------------------------- */
 
+static inline uint64_t block_frame0(const block_t *b) { return b->pline0 >> 6; }
+
 static inline uint32_t block_lines(const block_t *b) {
     return b->size ? (uint32_t)(b->line1 - b->line0 + 1) : 0;
 }
@@ -650,7 +692,7 @@ static inline uint32_t block_lines(const block_t *b) {
 /* The physical line of a block's j-th code line (a block spans at most two pages). */
 static inline uint64_t block_pline(const block_t *b, uint32_t j) {
     uint64_t l = b->line0 + j;
-    uint64_t frame = (l >> 6) == (b->line0 >> 6) ? b->frame0 : b->frame1;
+    uint64_t frame = (l >> 6) == (b->line0 >> 6) ? block_frame0(b) : b->frame1;
     return (frame << 6) | (l & 63);
 }
 
@@ -662,7 +704,7 @@ static inline void mark_code_page(cm_state *s, uint64_t frame) {
 static void link_lines(cm_state *s, int32_t i) {
     block_t *b = &s->blocks[i];
     uint32_t nl = block_lines(b);
-    if (nl) { mark_code_page(s, b->frame0); mark_code_page(s, b->frame1); }
+    if (nl) { mark_code_page(s, block_frame0(b)); mark_code_page(s, b->frame1); }
     for (uint32_t j = 0; j < nl; j++) {
         int32_t k = b->lnode + (int32_t)j;
         uint32_t h = code_key(block_pline(b, j));
@@ -1384,50 +1426,87 @@ __attribute__((noinline)) static int32_t decode_block(cm_state *s, uc_engine *uc
 
 /* ---- hooks ------------------------------------------------------------------------------ */
 
+/* The instruction budget is reached: stopping from the block hook takes effect before this
+ * block runs (measured). */
+__attribute__((noinline)) static void budget_reached(cm_state *s, uc_engine *uc) {
+    s->budget_stop = 1;
+    s->emu_stop(uc);
+}
+
+/* A block the fast map does not hold: found in the table, restored or decoded (-1: the model
+ * stopped the CPU). */
+__attribute__((noinline)) static int32_t lookup_block(cm_state *s, uc_engine *uc, uint64_t addr, uint32_t size) {
+    int32_t idx = find_block(s, addr, size);
+    if (idx >= 0 && s->blocks[idx].state != B_LIVE && !restore_block(s, uc, idx))
+        idx = -1; /* its bytes changed: decoded again (add_block reuses or retires the slot) */
+    if (idx < 0) {
+        s->decodes++;
+        if ((idx = decode_block(s, uc, addr, size)) < 0) {
+            if (!s->error) s->error = E_MEMORY;
+            s->emu_stop(uc);
+            return -1;
+        }
+    }
+    s->fast[fast_key(addr)] = idx;
+    return idx;
+}
+
+/* An instruction fetch that missed the L1I. */
+__attribute__((noinline)) static void fetch_miss(cm_state *s, uint64_t line) {
+    s->counters[C_L1I_MISS]++;
+    uint64_t pen = outer_access(s, line);
+    s->counters[C_FETCH_MC] += pen;
+    charge(s, pen);
+}
+
+/* Instruction fetch of a block on more than one line: its physical lines in the L1I. */
+__attribute__((noinline)) static void fetch_lines(cm_state *s, block_t *b) {
+    uint64_t pen = 0;
+    for (uint32_t j = 0, nl = block_lines(b); j < nl; j++) {
+        uint64_t l = j ? block_pline(b, j) : b->pline0;
+        if (l == s->last_fetch_line) continue;
+        s->last_fetch_line = l;
+        if (!cache_access(&s->l1i, l)) { s->counters[C_L1I_MISS]++; pen += outer_access(s, l); }
+    }
+    if (pen) { s->counters[C_FETCH_MC] += pen; charge(s, pen); }
+}
+
 static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
     cm_state *s = user;
-    if (s->budget_on && s->insns >= s->budget) {
-        /* Stopping from the block hook takes effect before this block runs (measured). */
-        s->budget_stop = 1;
-        s->emu_stop(uc);
+    if (__builtin_expect(s->insns >= s->budget_at, 0)) {
+        budget_reached(s, uc);
         return;
     }
     int32_t idx = s->fast[fast_key(addr)];
-    if (idx < 0 || s->blocks[idx].addr != addr || s->blocks[idx].size != size) {
-        idx = find_block(s, addr, size);
-        if (idx >= 0 && s->blocks[idx].state != B_LIVE && !restore_block(s, uc, idx))
-            idx = -1; /* its bytes changed: decoded again (add_block reuses or retires the slot) */
-        if (idx < 0) {
-            s->decodes++;
-            if ((idx = decode_block(s, uc, addr, size)) < 0) {
-                if (!s->error) s->error = E_MEMORY;
-                s->emu_stop(uc);
-                return;
-            }
-        }
-        s->fast[fast_key(addr)] = idx;
-    }
-    block_t *b = &s->blocks[idx];
-    s->seq++;
-    /* The block before wrote a control register, an MSR or invalidated a page: translation is
-     * looked at again before the next access (a CR3 write also starts a new address space). */
-    if (s->prev < 0) {
-        s->paging_check = 1;
-    } else if (s->blocks[s->prev].flags) {
-        if (s->blocks[s->prev].flags & F_CR3) s->asid++;
-        s->paging_check = 1;
-    }
-    if (b->first_rep && s->prev >= 0 && s->blocks[s->prev].rep_last && s->blocks[s->prev].last_pc == addr) {
-        /* QEMU runs one iteration of a rep string instruction per execution of a block that
-         * starts at it: the instruction was counted when its first iteration began. */
-        s->cur = idx;
-        s->prev = idx;
-        s->cur_cont = 1;
-        s->counters[C_REP_ITER]++;
-        charge(s, b->rep_iter);
+    if (__builtin_expect(idx < 0 || s->blocks[idx].addr != addr || s->blocks[idx].size != size, 0) &&
+        (idx = lookup_block(s, uc, addr, size)) < 0)
         return;
+    block_t *b = &s->blocks[idx];
+    int32_t prev = s->prev; /* read after the lookup: a decode may have flushed the table */
+    s->seq++;
+    if (prev < 0) {
+        s->paging_check = 1;
+    } else {
+        const block_t *pb = &s->blocks[prev];
+        /* The block before wrote a control register, an MSR or invalidated a page: translation
+         * is looked at again before the next access (a CR3 write also starts a new address space). */
+        if (__builtin_expect(pb->flags != 0, 0)) {
+            if (pb->flags & F_CR3) s->asid++;
+            s->paging_check = 1;
+        }
+        if (__builtin_expect(b->first_rep, 0) && pb->rep_last && pb->last_pc == addr) {
+            /* QEMU runs one iteration of a rep string instruction per execution of a block that
+             * starts at it: the instruction was counted when its first iteration began. */
+            s->cur = idx;
+            s->prev = idx;
+            s->cur_cont = 1;
+            s->counters[C_REP_ITER]++;
+            s->mc += b->rep_iter;
+            b->prof_mc += b->rep_iter;
+            return;
+        }
+        if (pb->kind != K_NONE) predict(s, pb, addr);
     }
-    if (s->prev >= 0 && s->blocks[s->prev].kind != K_NONE) predict(s, &s->blocks[s->prev], addr);
     s->cur = idx;
     s->prev = idx;
     s->cur_cont = 0;
@@ -1438,65 +1517,99 @@ static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *user) 
      * 64-byte line, up to a taken transfer; op-cache width permitting); the back end executes
      * the block in `base`, not before it arrives. The front end runs ahead while the back end
      * is busy, but lags by at most fe_window. */
-    if (s->fe + (uint64_t)s->p.fe_window < s->mc) s->fe = s->mc - (uint64_t)s->p.fe_window;
+    uint64_t mc = s->mc, fe = s->fe, window = (uint64_t)s->p.fe_window;
+    if (fe + window < mc) fe = mc - window;
     uint64_t windows = (b->line0 != s->fe_line) + (b->line1 - b->line0);
-    s->fe += windows * 1000 > b->fe ? windows * 1000 : b->fe;
+    fe += windows * 1000 > b->fe ? windows * 1000 : b->fe;
     s->fe_line = b->line1;
-    uint64_t done = s->mc + b->base;
-    if (done < s->fe) {
-        s->counters[C_FRONTEND_MC] += s->fe - done;
-        done = s->fe;
+    s->fe = fe;
+    uint64_t done = mc + b->base;
+    if (done < fe) {
+        s->counters[C_FRONTEND_MC] += fe - done;
+        done = fe;
     }
-    charge(s, done - s->mc);
-    if (size) { /* instruction fetch: the block's physical lines in the L1I */
-        uint64_t first = block_pline(b, 0);
-        if (!(b->line0 == b->line1 && first == s->last_fetch_line)) {
-            uint64_t pen = 0;
-            for (uint32_t j = 0, nl = block_lines(b); j < nl; j++) {
-                uint64_t l = j ? block_pline(b, j) : first;
-                if (l == s->last_fetch_line) continue;
-                s->last_fetch_line = l;
-                if (!cache_access(&s->l1i, l)) { s->counters[C_L1I_MISS]++; pen += outer_access(s, l); }
-            }
-            if (pen) { s->counters[C_FETCH_MC] += pen; charge(s, pen); }
-        }
+    s->mc = done;
+    b->prof_mc += done - mc;
+    /* instruction fetch: nothing new while the block is the one line fetched last */
+    if (!size) return;
+    if (b->line0 != b->line1) {
+        fetch_lines(s, b);
+    } else if (b->pline0 != s->last_fetch_line) {
+        s->last_fetch_line = b->pline0;
+        if (!cache_access(&s->l1i, b->pline0)) fetch_miss(s, b->pline0);
     }
 }
 
+/* An access's L1D / DTLB penalties (millicycles), charged. */
+__attribute__((noinline)) static void charge_access(cm_state *s, uint64_t pen, uint64_t tpen, int write) {
+    if (write && pen) pen = pen * (uint64_t)s->p.store_miss_permille / 1000;
+    if (pen) { s->counters[C_MEM_MC] += pen; charge(s, pen); }
+    if (tpen) { s->counters[C_TLB_MC] += tpen; charge(s, tpen); }
+}
+
+/* An access that is not to the line and page of the last one: the L1D (and beyond) and the DTLBs. */
+__attribute__((noinline)) static void data_access(cm_state *s, uc_engine *uc, uint64_t addr, uint64_t line,
+                                                  uint64_t end_line, int write) {
+    uint64_t pen = data_line(s, line), tpen = 0;
+    if (__builtin_expect(end_line != line, 0)) pen += data_line(s, end_line);
+    uint64_t page = addr >> 12;
+    if (__builtin_expect(page != s->last_page, 0)) {
+        s->last_page = page;
+        tpen = tlb_access(s, dtlb_key(s, uc, page));
+    }
+    s->hit_line = (s->last_line >> 6) == s->last_page ? s->last_line : UINT64_MAX;
+    if (__builtin_expect((pen | tpen) != 0, 0)) charge_access(s, pen, tpen, write);
+}
+
+/* A line that missed the L1D, in a page the DTLBs just saw. */
+__attribute__((noinline)) static void l1d_miss(cm_state *s, uint64_t line, int write) {
+    s->counters[C_L1D_MISS]++;
+    charge_access(s, outer_access(s, line), 0, write);
+}
+
+/* An access to one line of the last page: the L1D alone (data_access's common case, inline). */
+static inline void line_access(cm_state *s, uint64_t line, int write) {
+    s->last_line = s->hit_line = line;
+    if (!cache_access(&s->l1d, line)) l1d_miss(s, line, write);
+}
+
+/* A write into a page that holds decoded code or a page table (page_flags said which), then the
+ * access itself. */
+__attribute__((noinline)) static void special_write(cm_state *s, uc_engine *uc, uint64_t addr, uint64_t line,
+                                                    uint64_t end_line, uint8_t flags) {
+    if (flags & PG_TABLE) s->rmap_stale = 1; /* the guest edits its page tables */
+    /* Self-modifying code: a write into a line that holds decoded code (checked once per run of
+     * writes to the same line; a block made live resets last_wline). */
+    if ((flags & PG_CODE) && (line != s->last_wline || end_line != line)) {
+        s->last_wline = line;
+        if (s->line_head[code_key(line)] || s->line_head[code_key(end_line)])
+            invalidate_code(s, addr & ~63ull, (end_line + 1) << 6);
+    }
+    if (line == s->hit_line && end_line == line) return;
+    data_access(s, uc, addr, line, end_line, 1);
+}
+
+/* Every call below is a tail call: the common access (L1 and DTLB hit on the last line) saves
+ * no registers. */
 static void hook_mem(uc_engine *uc, int type, uint64_t addr, int size, int64_t value, void *user) {
     cm_state *s = user;
     (void)value;
     uint64_t line = addr >> 6, end_line = (addr + (uint64_t)size - 1) >> 6;
-    int write = type == UC_MEM_WRITE;
-    if (write) {
+    if (type == UC_MEM_WRITE) {
         s->counters[C_STORES]++;
-        /* A write into a page that holds decoded code or a page table (one load says whether): */
-        uint8_t flags = page_flags(s, addr >> 12);
+        uint8_t flags = page_flags(s, addr >> 12); /* one load says whether the page is special */
         if (end_line != line) flags |= page_flags(s, end_line >> 6);
-        if (flags) {
-            if (flags & PG_TABLE) s->rmap_stale = 1; /* the guest edits its page tables */
-            /* Self-modifying code: a write into a line that holds decoded code (checked once per
-             * run of writes to the same line; a block made live resets last_wline). */
-            if ((flags & PG_CODE) && (line != s->last_wline || end_line != line)) {
-                s->last_wline = line;
-                if (s->line_head[code_key(line)] || s->line_head[code_key(end_line)])
-                    invalidate_code(s, addr & ~63ull, (end_line + 1) << 6);
-            }
+        if (__builtin_expect(flags != 0, 0)) {
+            special_write(s, uc, addr, line, end_line, flags);
+            return;
         }
-    } else {
-        s->counters[C_LOADS]++;
+        if (end_line != line || (addr >> 12) != s->last_page) data_access(s, uc, addr, line, end_line, 1);
+        else if (line != s->hit_line) line_access(s, line, 1);
+        return; /* else the last line again: L1 + DTLB hit */
     }
-    if (line == s->last_line && end_line == line && (addr >> 12) == s->last_page) return; /* L1 + DTLB hit */
-    uint64_t pen = data_line(s, line), tpen = 0;
-    if (end_line != line) pen += data_line(s, end_line);
-    uint64_t page = addr >> 12;
-    if (page != s->last_page) {
-        s->last_page = page;
-        tpen = tlb_access(s, dtlb_key(s, uc, page));
-    }
-    if (write && pen) pen = pen * (uint64_t)s->p.store_miss_permille / 1000;
-    if (pen) { s->counters[C_MEM_MC] += pen; charge(s, pen); }
-    if (tpen) { s->counters[C_TLB_MC] += tpen; charge(s, tpen); }
+    s->counters[C_LOADS]++;
+    if (end_line != line || (addr >> 12) != s->last_page) data_access(s, uc, addr, line, end_line, 0);
+    else if (line != s->hit_line) line_access(s, line, 0);
 }
 
 /* Instructions retired and millicycles spent before the instruction at `pc` of the current
@@ -1564,7 +1677,7 @@ static void reset_state(cm_state *s) {
     s->seq = 1;
     s->fault_seq = s->active_seq = 0;
     s->budget_stop = s->error = 0;
-    s->last_line = s->last_fetch_line = s->last_page = s->last_wline = UINT64_MAX;
+    s->last_line = s->last_fetch_line = s->last_page = s->last_wline = s->hit_line = UINT64_MAX;
     s->clock = 0;
     s->tlb1_n = 0;
     for (int i = 0; i < TLB1_BUCKETS; i++) s->tlb1_head[i] = -1;
@@ -1608,6 +1721,7 @@ cm_state *cm_new(const cm_params *p, const cm_costs *c, const cm_funcs *f, int64
     s->cs_disasm_iter = (cs_disasm_iter_t)f->cs_disasm_iter;
     s->cs_regs_access = (cs_regs_access_t)f->cs_regs_access;
     set_limits(s, MAX_BLOCKS, MAX_PROFILE_ROWS);
+    s->budget_at = UINT64_MAX;
     if (p->dtlb1_entries < 1 || p->dtlb1_entries > 128 || p->ras_entries < 1 || p->bp_table_bits > 28 ||
         p->btb_bits > 28 || p->bp_history_bits > 63 || c->npools < P_FIXED || c->npools > MAX_POOLS ||
         reg_ending < 1 || reg_ending > MAX_REGS || !(c->dispatch_width > 0) || !(c->op_cache_width > 0)) {
@@ -1626,8 +1740,8 @@ cm_state *cm_new(const cm_params *p, const cm_costs *c, const cm_funcs *f, int64
     register_tables(s, (cs_reg_name_t)f->cs_reg_name, reg_ending);
     for (int i = 0; i < (1 << HASH_BITS); i++) s->buckets[i] = -1;
     for (int i = 0; i < (1 << FAST_BITS); i++) s->fast[i] = -1;
-    s->line_head = calloc((size_t)1 << CODE_BITS, sizeof *s->line_head);
-    s->pagemap = calloc(PAGEMAP_PAGES, 1);
+    s->line_head = table_alloc(((size_t)1 << CODE_BITS) * sizeof *s->line_head);
+    s->pagemap = table_alloc(PAGEMAP_PAGES);
     s->rc_ppage = calloc(RCACHE_SLOTS, sizeof *s->rc_ppage);
     s->rc_vpage = calloc(RCACHE_SLOTS, sizeof *s->rc_vpage);
     s->rc_gen = calloc(RCACHE_SLOTS, sizeof *s->rc_gen);
@@ -1665,7 +1779,9 @@ void cm_free(cm_state *s) {
         if (s->cs_open[w]) s->cs_close(&s->cs[w]);
     }
     cache_free(&s->l1d); cache_free(&s->l1i); cache_free(&s->l2); cache_free(&s->l3); cache_free(&s->tlb2);
-    free(s->line_head); free(s->pagemap); free(s->bp); free(s->btb_tag); free(s->btb_target); free(s->ras);
+    table_free(s->line_head, ((size_t)1 << CODE_BITS) * sizeof *s->line_head);
+    table_free(s->pagemap, PAGEMAP_PAGES);
+    free(s->bp); free(s->btb_tag); free(s->btb_target); free(s->ras);
     free(s->blocks); free(s->pool); free(s->lnodes); free(s->code); free(s->scratch);
     free(s->prof); free(s->prof_index);
     free(s->dbuf); free(s->dec[0]); free(s->dec[1]); free(s->doffs); free(s->dcosts); free(s->dweights); free(s->deps);
@@ -1699,7 +1815,7 @@ static void flush_table(cm_state *s) {
         block_t *b = &s->blocks[i];
         if (i != keep) fold_profile(s, b->addr, b->prof_insns, b->prof_mc);
         if (b->size) {
-            if (b->frame0 < PAGEMAP_PAGES) s->pagemap[b->frame0] &= (uint8_t)~PG_CODE;
+            if (block_frame0(b) < PAGEMAP_PAGES) s->pagemap[block_frame0(b)] &= (uint8_t)~PG_CODE;
             if (b->frame1 < PAGEMAP_PAGES) s->pagemap[b->frame1] &= (uint8_t)~PG_CODE;
         }
     }
@@ -1754,7 +1870,7 @@ static void fill_block(cm_state *s, int32_t idx, const decoded_t *d) {
     b->kind = (uint8_t)d->kind; b->rep_last = (uint8_t)d->rep_last;
     b->first_rep = (uint8_t)d->first_rep; b->rep_iter = d->rep_iter; b->state = B_LIVE;
     b->bits = (uint8_t)d->bits; b->flags = (uint8_t)d->flags;
-    b->frame0 = d->frame0; b->frame1 = d->frame1;
+    b->pline0 = (d->frame0 << 6) | ((d->addr >> 6) & 63); b->frame1 = d->frame1;
     uint64_t sum = 0;
     for (uint32_t i = 0; i < n; i++) {
         s->pool[b->pool + i] = d->offs[i];
@@ -1874,7 +1990,7 @@ __attribute__((noinline)) static int32_t decode_block(cm_state *s, uc_engine *uc
     return add_block(s, &d);
 }
 
-void cm_set_budget(cm_state *s, int on, uint64_t n) { s->budget_on = on; s->budget = n; s->budget_stop = 0; }
+void cm_set_budget(cm_state *s, int on, uint64_t n) { s->budget_at = on ? n : UINT64_MAX; s->budget_stop = 0; }
 
 /* Correct the count of the last block for an early stop at stop_pc. */
 void cm_finish(cm_state *s, uint64_t stop_pc) {
