@@ -531,3 +531,86 @@ def test_the_two_runs_of_the_32_bit_guest_are_identical(tmp_path, pm32):
     _, second, second_log = run_pm32(tmp_path)
     assert (first.instructions, first.cycles, first.serial) == (second.instructions, second.cycles, second.serial)
     assert first_log == second_log and first.instructions > 0
+
+
+# A 32-bit guest's timer handler (an interrupt gate: IF clear) spinning on a lock its interrupted
+# code holds: handlers are followed through 4-byte frames too, so this is the deadlock it is in
+# long mode.
+PM32_DEADLOCK = """
+.code32
+.section text
+.pvh_entry start
+start:
+    .byte 0x0F, 0x01, 0x15                    ; lgdt [gdt_ptr]
+    .long gdt_ptr
+    .byte 0xEA                                ; ljmp 0x08:flat
+    .long flat
+    .word 0x08
+flat:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov esp, stack_top
+    lea eax, [idt + 0x20 * 8]
+    mov ecx, tick
+    mov word ptr [eax], cx
+    mov word ptr [eax + 2], 0x08
+    mov word ptr [eax + 4], 0x8E00
+    shr ecx, 16
+    mov word ptr [eax + 6], cx
+    .byte 0x0F, 0x01, 0x1D                    ; lidt [idt_ptr]
+    .long idt_ptr
+    mov al, 0x11                              ; the master PIC: ICW1-4, IRQ0 at vector 0x20
+    out 0x20, al
+    mov al, 0x20
+    out 0x21, al
+    mov al, 4
+    out 0x21, al
+    mov al, 1
+    out 0x21, al
+    mov al, 0xFE                              ; only IRQ0
+    out 0x21, al
+    mov al, 0x34                              ; PIT channel 0, mode 2, 1 kHz
+    out 0x43, al
+    mov ax, 1193
+    out 0x40, al
+    mov al, ah
+    out 0x40, al
+    mov byte ptr [the_lock], 1
+    sti
+holder:
+    jmp holder                                ; the work the tick interrupts, lock held
+
+tick:
+    cmp byte ptr [the_lock], 0
+    jne tick
+    iretd
+
+.section rodata
+gdt:
+    .quad 0
+    .quad 0x00CF9A000000FFFF
+    .quad 0x00CF92000000FFFF
+gdt_ptr:
+    .word 23
+    .long gdt
+idt_ptr:
+    .word 2047
+    .long idt
+
+.section bss
+idt: .zero 2048
+the_lock: .zero 4
+.align 16
+stack: .zero 4096
+stack_top:
+"""
+
+
+def test_a_32_bit_handler_spinning_on_the_interrupted_codes_lock_is_a_deadlock(tmp_path):
+    machine, result = run_untraced(build(tmp_path, PM32_DEADLOCK, "pm32_deadlock.elf", raw=True))
+    assert (result.stop_reason, result.exit_code) == (StopReason.DEADLOCK, 3), result.detail
+    report = result.deadlock
+    assert report.vector == 0x20 and report.lock == machine.image.symbols.get("the_lock").address
+    assert result.interrupts == {0x20: 1}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from capstone import CS_AC_READ, CS_ARCH_X86, CS_MODE_64, Cs
+from capstone import CS_AC_READ, CS_ARCH_X86, CS_MODE_16, CS_MODE_32, CS_MODE_64, Cs
 from capstone.x86 import X86_OP_MEM, X86_REG_RIP
 from unicorn import Uc
 
@@ -50,22 +50,24 @@ def describe_deadlock(uc: Uc, read_phys: ReadPhys, symbols: SymbolTable, vector:
     """`holder`: the interrupted code's RIP and RBP, as the handler was entered."""
     vm = VirtualMemory(read_phys, cpu.paging_root(uc))
     regs = cpu.snapshot_64(uc)
-    lock = _word_read(vm, spin_pc, regs)
+    bits = cpu.code_bits(uc, vm.read)  # the spinning code's width: a 32-bit guest's too
+    lock = _word_read(vm, spin_pc, regs, bits)
     lock_name = symbols.describe(lock) if lock is not None else None
     what = f"the word at 0x{lock:x} ({lock_name})" if lock is not None else "memory"
     summary = (f"the handler of {vector_name(vector)} spins at {symbols.describe(spin_pc)} with interrupts off, "
                f"waiting on {what}, which only the code it interrupted, at {symbols.describe(holder[0])}, can release")
-    return DeadlockReport(summary, vector, lock, lock_name, frame_backtrace(vm, symbols, spin_pc, regs["rbp"]),
-                          frame_backtrace(vm, symbols, holder[0], holder[1]))
+    word = 8 if bits == 64 else 4
+    return DeadlockReport(summary, vector, lock, lock_name, frame_backtrace(vm, symbols, spin_pc, regs["rbp"], word),
+                          frame_backtrace(vm, symbols, holder[0], holder[1], word))
 
 
-def _word_read(vm: VirtualMemory, pc: int, regs: dict[str, int]) -> int | None:
+def _word_read(vm: VirtualMemory, pc: int, regs: dict[str, int], bits: int) -> int | None:
     """The first memory operand the block at `pc` reads, at its address for these registers."""
     try:
         code = vm.read(pc, BLOCK_BYTES)
     except GuestMemoryError:
         return None
-    cs = Cs(CS_ARCH_X86, CS_MODE_64)
+    cs = Cs(CS_ARCH_X86, {16: CS_MODE_16, 32: CS_MODE_32, 64: CS_MODE_64}[bits])
     cs.detail = True
     for insn in cs.disasm(code, pc):
         for op in insn.operands:
@@ -73,11 +75,16 @@ def _word_read(vm: VirtualMemory, pc: int, regs: dict[str, int]) -> int | None:
                 mem = op.mem
                 base = insn.address + insn.size if mem.base == X86_REG_RIP else _reg(insn, mem.base, regs)
                 index = _reg(insn, mem.index, regs) * mem.scale if mem.index else 0
-                return (base + index + mem.disp) & ((1 << 64) - 1)
+                return (base + index + mem.disp) & ((1 << (64 if bits == 64 else 32)) - 1)
         if insn.group(1) or insn.group(7):  # a jump or a relative branch ends the block
             break
     return None
 
 
 def _reg(insn, reg: int, regs: dict[str, int]) -> int:
-    return regs.get(insn.reg_name(reg), 0) if reg else 0
+    if not reg:
+        return 0
+    name = insn.reg_name(reg)
+    if name not in regs and name.startswith("e") and "r" + name[1:] in regs:
+        return regs["r" + name[1:]] & 0xFFFF_FFFF  # a 32-bit guest's eax is rax's low half
+    return regs.get(name, 0)

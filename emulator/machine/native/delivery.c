@@ -53,6 +53,8 @@ enum { STOP_NONE, STOP_HOST_RETURN, STOP_UNHANDLED, STOP_SYSCALL, STOP_DEADLOCK 
 #define ENV_EIP 16            /* CPUX86State: regs[16], then eip (target/i386/cpu.h) */
 #define ENV_HFLAGS_AT 176     /* ... eip, eflags, cc_dst, cc_src, cc_src2, cc_op, df, then hflags */
 #define HF_INHIBIT_IRQ 8u     /* the instruction after `sti` or `mov ss` takes no interrupt */
+#define HF_CPL_MASK 3u        /* hflags: the current privilege level */
+#define HF_LMA (1u << 14)     /* hflags: long mode active */
 #define RECENT 8
 #define CHAIN 8
 #define NEST 16
@@ -173,14 +175,29 @@ static void deliver(dl_state *d, uc_engine *uc, uint64_t vector) {
 }
 
 /* The handler just entered: its frame (below an error code, if the CPU pushed one) holds the RIP
- * we know and the RSP its iretq will restore. */
+ * we know and the RSP its iretq will restore. In long mode the frame is 8-byte words and always
+ * holds RSP; in legacy protected mode it is 4-byte words, with ESP and SS only when the handler
+ * runs at another privilege level: otherwise its iret leaves ESP just above EIP, CS and EFLAGS. */
 static void enter_handler(dl_state *d, uc_engine *uc, uint64_t vector, uint64_t pc) {
-    uint64_t rsp = reg(d, uc, UC_X86_REG_RSP), frame[6];
-    if (d->vmem_read(uc, rsp, UC_PROT_READ, frame, sizeof frame)) return;
-    int at = frame[0] == pc ? 0 : frame[1] == pc ? 1 : -1; /* [error code,] RIP, CS, RFLAGS, RSP, SS */
-    if (at < 0) return;
+    uint64_t rsp = reg(d, uc, UC_X86_REG_RSP), ret_rsp;
+    uint32_t hflags = d->env_offset ? *(uint32_t *)((char *)d->cpu + d->env_offset + ENV_HFLAGS_AT) : HF_LMA;
+    int at;
+    if (hflags & HF_LMA) {
+        uint64_t frame[6];
+        if (d->vmem_read(uc, rsp, UC_PROT_READ, frame, sizeof frame)) return;
+        at = frame[0] == pc ? 0 : frame[1] == pc ? 1 : -1; /* [error code,] RIP, CS, RFLAGS, RSP, SS */
+        if (at < 0) return;
+        ret_rsp = frame[at + 3];
+    } else {
+        uint32_t frame[5];
+        if (d->vmem_read(uc, rsp, UC_PROT_READ, frame, sizeof frame)) return;
+        at = frame[0] == (uint32_t)pc ? 0 : frame[1] == (uint32_t)pc ? 1 : -1; /* [error code,] EIP, CS, EFLAGS[, ESP, SS] */
+        if (at < 0) return;
+        int outer = (frame[at + 1] & 3) != (hflags & HF_CPL_MASK); /* the interrupted code's RPL is not the handler's CPL */
+        ret_rsp = outer ? frame[at + 3] : rsp + 4 * (uint64_t)(at + 3);
+    }
     if (d->depth == NEST) { memmove(d->nest, d->nest + 1, (NEST - 1) * sizeof *d->nest); d->depth--; }
-    d->nest[d->depth++] = (dl_handler){vector, pc, frame[at + 3], reg(d, uc, UC_X86_REG_RBP)};
+    d->nest[d->depth++] = (dl_handler){vector, pc, ret_rsp, reg(d, uc, UC_X86_REG_RBP)};
     memset(d->spins, 0, sizeof d->spins);
 }
 
