@@ -168,6 +168,9 @@ def real_code(boots: Boots, cmdline: str, qemu: Callable[[Path, str], float | No
     seconds = qemu(boots.image, cmdline)
     if seconds is not None:
         rows.append({"workload": cmdline, "variant": "QEMU (whole process)", "seconds": seconds, "events": None})
+    whole = aeth_seconds(boots.image, cmdline, boots.firmware)
+    rows.append({"workload": cmdline, "variant": "aeth-emu boot (whole process)", "seconds": whole, "events": None,
+                 "ratio_to_qemu": whole / seconds if seconds else None})
     raw = rows[0]["seconds"]
     full = next(row["seconds"] for row in rows if row["variant"] == "full model")
     for row in rows:
@@ -180,20 +183,40 @@ def real_code(boots: Boots, cmdline: str, qemu: Callable[[Path, str], float | No
     return rows
 
 
+WHOLE_PROCESS_RUNS = 3  # the whole-process rows are the best of these: start-up is noisy at 0.1 s
+
+
+def _best_wall(command: list[str]) -> float:
+    import subprocess
+
+    best = float("inf")
+    for _ in range(WHOLE_PROCESS_RUNS):
+        started = time.perf_counter()
+        subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=600)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def qemu_seconds(image: Path, cmdline: str) -> float | None:
     """Wall time of `qemu-system-x86_64 -kernel IMAGE` to its exit (None when QEMU is missing)."""
     import shutil
-    import subprocess
 
     tool = shutil.which("qemu-system-x86_64")
     if tool is None:
         return None
-    command = [tool, "-machine", "q35", "-m", "128M", "-display", "none", "-serial", "null", "-kernel", str(image),
-               "-append", cmdline, "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-no-reboot"]
-    started = time.perf_counter()
-    subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=600)
-    return time.perf_counter() - started
+    return _best_wall([tool, "-machine", "q35", "-m", "128M", "-display", "none", "-serial", "null", "-kernel",
+                       str(image), "-append", cmdline, "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+                       "-no-reboot"])
+
+
+def aeth_seconds(image: Path, cmdline: str, firmware: Path | None) -> float:
+    """Wall time of a whole `aeth-emu boot IMAGE --cmdline C` process (the default, full model), as a
+    user runs it: interpreter start-up and imports included."""
+    import sys
+
+    command = [sys.executable, "-m", "emulator", "boot", str(image), "--cmdline", cmdline]
+    return _best_wall(command + (["--firmware", str(firmware)] if firmware else []))
 
 
 BENCH_LINE = re.compile(r"^bench (?P<name>\S+) (?P<fields>.*)$")

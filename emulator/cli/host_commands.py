@@ -55,12 +55,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     out.print(table)
     table = Table(title="host speed on real code: whole boots of the kernel (same run)")
     for column in ("command line", "configuration", "instructions", "seconds", "MIPS", "÷ raw", "÷ untraced",
-                   "events", "µs/event", "trace B/event"):
+                   "÷ QEMU", "events", "µs/event", "trace B/event"):
         table.add_column(column, justify="left" if column in ("command line", "configuration") else "right")
     for row in report["real_code"]:
-        traced = row.get("ratio_to_untraced")
+        traced, qemu = row.get("ratio_to_untraced"), row.get("ratio_to_qemu")
         table.add_row(row["workload"], row["variant"], f"{row['instructions']:,}", f"{row['seconds']:.3f}",
                       f"{row['mips']:.1f}", f"{row['ratio_to_raw']:.2f}", "" if traced is None else f"{traced:.2f}",
+                      "" if qemu is None else f"{qemu:.2f}",
                       "" if row["events"] is None else f"{row['events']:,}",
                       "" if row.get("us_per_event") is None else f"{row['us_per_event']:.1f}",
                       "" if row.get("trace_bytes_per_event") is None else f"{row['trace_bytes_per_event']:.1f}")
