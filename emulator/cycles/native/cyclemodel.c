@@ -268,6 +268,7 @@ enum { PG_CODE = 1, PG_TABLE = 2 };
 /* Reverse translation (physical page -> virtual page) for the DTLBs: the leaf mappings of the
  * last walk, merged into extents, and a direct-mapped cache of answers.  The walk is bounded. */
 typedef struct { uint64_t vpage, ppage, npages; } extent_t;
+typedef struct { uint64_t ppage, vpage; uint32_t gen; } rcache_t; /* one host line a lookup */
 #define MAX_WALK_TABLES 4096
 #define MAX_EXTENTS (1 << 16)
 #define RCACHE_SLOTS 4096
@@ -351,8 +352,8 @@ typedef struct {
     uint32_t next, cap_ext;
     uint64_t *pt_frames;
     uint32_t npt, cap_pt;
-    uint64_t *rc_ppage, *rc_vpage;
-    uint32_t *rc_gen, gen;
+    rcache_t *rc;              /* reverse translations by physical page, valid for their walk (gen) */
+    uint32_t gen;
     uint8_t *walkbuf;          /* one table per level */
     uint32_t walk_reads;       /* tables read by the current walk (a table reached twice counts twice) */
     uint64_t walks;
@@ -662,13 +663,14 @@ static uint64_t dtlb_key(cm_state *s, uc_engine *uc, uint64_t ppage) {
     if (s->paging) {
         if (s->rmap_stale) rmap_rebuild(s, uc);
         uint32_t slot = (uint32_t)(ppage & (RCACHE_SLOTS - 1));
-        if (s->rc_gen[slot] == s->gen && s->rc_ppage[slot] == ppage) {
-            vpage = s->rc_vpage[slot];
+        rcache_t *rc = &s->rc[slot];
+        if (rc->gen == s->gen && rc->ppage == ppage) {
+            vpage = rc->vpage;
         } else {
             vpage = rmap_find(s, ppage);
-            s->rc_gen[slot] = s->gen;
-            s->rc_ppage[slot] = ppage;
-            s->rc_vpage[slot] = vpage;
+            rc->gen = s->gen;
+            rc->ppage = ppage;
+            rc->vpage = vpage;
         }
     }
     return (vpage & ((1ull << ASID_SHIFT) - 1)) | (s->asid << ASID_SHIFT);
@@ -863,7 +865,7 @@ static int32_t insn_index(cm_state *s, const block_t *b, uint64_t pc) {
     return -1;
 }
 
-static inline void predict(cm_state *s, const block_t *pb, uint64_t next) {
+static inline __attribute__((always_inline)) void predict(cm_state *s, const block_t *pb, uint64_t next) {
     uint64_t fall = pb->addr + pb->size, pc = pb->last_pc, pen = 0;
     uint64_t bslot = (pc ^ (pc >> 17)) & s->btb_mask;
     s->counters[C_BRANCHES]++;
@@ -940,10 +942,14 @@ static inline void predict(cm_state *s, const block_t *pb, uint64_t next) {
 enum { REGF_XMM0 = 1, REGF_CRDR = 2, REGF_SEG = 4, REGF_SIMD = 8, REGF_CR = 16, REGF_CR3 = 32 };
 #define CANON_NONE 0xFFFF
 
-static int starts(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
+/* (The first characters are compared first: most names differ there, and these run per decoded
+ * instruction.) */
+static int starts(const char *s, const char *prefix) {
+    return s[0] == prefix[0] && strncmp(s, prefix, strlen(prefix)) == 0;
+}
 static int one_of(const char *s, const char *const *list) {
     for (; *list; list++)
-        if (!strcmp(s, *list)) return 1;
+        if (s[0] == (*list)[0] && !strcmp(s, *list)) return 1;
     return 0;
 }
 static int starts_one_of(const char *s, const char *const *list) {
@@ -1471,16 +1477,8 @@ __attribute__((noinline)) static void fetch_lines(cm_state *s, block_t *b) {
     if (pen) { s->counters[C_FETCH_MC] += pen; charge(s, pen); }
 }
 
-static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
-    cm_state *s = user;
-    if (__builtin_expect(s->insns >= s->budget_at, 0)) {
-        budget_reached(s, uc);
-        return;
-    }
-    int32_t idx = s->fast[fast_key(addr)];
-    if (__builtin_expect(idx < 0 || s->blocks[idx].addr != addr || s->blocks[idx].size != size, 0) &&
-        (idx = lookup_block(s, uc, addr, size)) < 0)
-        return;
+/* The block hook's work once the block is known. */
+static inline __attribute__((always_inline)) void run_block(cm_state *s, int32_t idx, uint64_t addr, uint32_t size) {
     block_t *b = &s->blocks[idx];
     int32_t prev = s->prev; /* read after the lookup: a decode may have flushed the table */
     s->seq++;
@@ -1538,6 +1536,31 @@ static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *user) 
         s->last_fetch_line = b->pline0;
         if (!cache_access(&s->l1i, b->pline0)) fetch_miss(s, b->pline0);
     }
+}
+
+/* The block hook when the budget is reached or the fast map does not hold the block. */
+__attribute__((noinline)) static void hook_block_slow(uc_engine *uc, uint64_t addr, uint32_t size, cm_state *s) {
+    if (s->insns >= s->budget_at) {
+        budget_reached(s, uc);
+        return;
+    }
+    int32_t idx = s->fast[fast_key(addr)];
+    if ((idx < 0 || s->blocks[idx].addr != addr || s->blocks[idx].size != size) &&
+        (idx = lookup_block(s, uc, addr, size)) < 0)
+        return;
+    run_block(s, idx, addr, size);
+}
+
+/* Every call in the common case is a tail call: it saves no registers. */
+static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *user) {
+    cm_state *s = user;
+    int32_t idx = s->fast[fast_key(addr)];
+    if (__builtin_expect(s->insns >= s->budget_at || idx < 0 || s->blocks[idx].addr != addr ||
+                         s->blocks[idx].size != size, 0)) {
+        hook_block_slow(uc, addr, size, s);
+        return;
+    }
+    run_block(s, idx, addr, size);
 }
 
 /* An access's L1D / DTLB penalties (millicycles), charged. */
@@ -1742,15 +1765,13 @@ cm_state *cm_new(const cm_params *p, const cm_costs *c, const cm_funcs *f, int64
     for (int i = 0; i < (1 << FAST_BITS); i++) s->fast[i] = -1;
     s->line_head = table_alloc(((size_t)1 << CODE_BITS) * sizeof *s->line_head);
     s->pagemap = table_alloc(PAGEMAP_PAGES);
-    s->rc_ppage = calloc(RCACHE_SLOTS, sizeof *s->rc_ppage);
-    s->rc_vpage = calloc(RCACHE_SLOTS, sizeof *s->rc_vpage);
-    s->rc_gen = calloc(RCACHE_SLOTS, sizeof *s->rc_gen);
+    s->rc = calloc(RCACHE_SLOTS, sizeof *s->rc);
     s->walkbuf = malloc(5 * 4096);
     s->bp = malloc((size_t)1 << p->bp_table_bits);
     s->btb_tag = calloc((size_t)1 << p->btb_bits, sizeof(uint64_t));
     s->btb_target = calloc((size_t)1 << p->btb_bits, sizeof(uint64_t));
     s->ras = calloc((size_t)p->ras_entries, sizeof(uint64_t));
-    if (!s->line_head || !s->pagemap || !s->rc_ppage || !s->rc_vpage || !s->rc_gen || !s->walkbuf || !s->bp ||
+    if (!s->line_head || !s->pagemap || !s->rc || !s->walkbuf || !s->bp ||
         !s->btb_tag || !s->btb_target || !s->ras)
         goto fail;
     s->gen = 1;
@@ -1785,7 +1806,7 @@ void cm_free(cm_state *s) {
     free(s->blocks); free(s->pool); free(s->lnodes); free(s->code); free(s->scratch);
     free(s->prof); free(s->prof_index);
     free(s->dbuf); free(s->dec[0]); free(s->dec[1]); free(s->doffs); free(s->dcosts); free(s->dweights); free(s->deps);
-    free(s->ext); free(s->pt_frames); free(s->rc_ppage); free(s->rc_vpage); free(s->rc_gen); free(s->walkbuf);
+    free(s->ext); free(s->pt_frames); free(s->rc); free(s->walkbuf);
     free(s);
 }
 
