@@ -244,7 +244,8 @@ enum { C_BASE, C_L1D_MISS, C_L2_MISS, C_L3_MISS, C_L1I_MISS, C_DTLB1_MISS, C_DTL
 
 #define HASH_BITS 16
 #define FAST_BITS 12
-#define CODE_BITS 20
+#define CODE_BITS 20           /* the line index's most buckets: 2^CODE_BITS */
+#define CODE_BITS_MIN 12       /* its first: it grows (x4) while it links more than 2 nodes a bucket */
 #define TLB1_BUCKETS 256
 
 /* Default bounds of the block table (cm_set_limits changes them, for tests).  The pool, line
@@ -331,6 +332,8 @@ typedef struct {
     int32_t buckets[1 << HASH_BITS];
     int32_t fast[1 << FAST_BITS];
     int32_t *line_head;        /* per hashed physical 64-byte line: first node of the live blocks on it, + 1 */
+    uint32_t line_bits;        /* line_head has 2^line_bits buckets */
+    uint32_t nlinked;          /* nodes linked into it */
     uint8_t *pagemap;
 
     /* Profile of flushed blocks: rows (address, instructions, millicycles), found through an
@@ -397,8 +400,8 @@ static inline uint32_t hash_key(uint64_t addr, uint32_t size) {
 static inline uint32_t fast_key(uint64_t addr) {
     return (uint32_t)((addr * 0x9E3779B97F4A7C15ull) >> (64 - FAST_BITS));
 }
-static inline uint32_t code_key(uint64_t line) {
-    return (uint32_t)((line * 0x9E3779B97F4A7C15ull) >> (64 - CODE_BITS));
+static inline uint32_t code_key(const cm_state *s, uint64_t line) {
+    return (uint32_t)((line * 0x9E3779B97F4A7C15ull) >> (64 - s->line_bits));
 }
 
 /* Zeroed memory for a large table the model touches sparsely (the L3's tags, the line index, the
@@ -702,14 +705,14 @@ static inline void mark_code_page(cm_state *s, uint64_t frame) {
     if (frame < PAGEMAP_PAGES) s->pagemap[frame] |= PG_CODE;
 }
 
-/* Put a live block's nodes at the head of their lines' lists. */
-static void link_lines(cm_state *s, int32_t i) {
+static size_t line_index_bytes(uint32_t bits) { return ((size_t)1 << bits) * sizeof(int32_t); }
+
+static void link_nodes(cm_state *s, int32_t i) {
     block_t *b = &s->blocks[i];
     uint32_t nl = block_lines(b);
-    if (nl) { mark_code_page(s, block_frame0(b)); mark_code_page(s, b->frame1); }
     for (uint32_t j = 0; j < nl; j++) {
         int32_t k = b->lnode + (int32_t)j;
-        uint32_t h = code_key(block_pline(b, j));
+        uint32_t h = code_key(s, block_pline(b, j));
         lnode_t *nd = &s->lnodes[k];
         nd->block = i;
         nd->prev = 0;
@@ -717,6 +720,30 @@ static void link_lines(cm_state *s, int32_t i) {
         if (nd->next) s->lnodes[nd->next - 1].prev = k + 1;
         s->line_head[h] = k + 1;
     }
+    s->nlinked += nl;
+}
+
+/* More buckets for the line index: every live block's nodes filed again (the order within a
+ * list changes, which changes nothing but the order blocks are forgotten in). Without memory
+ * it stays as it is, with longer lists. */
+__attribute__((noinline)) static void grow_line_index(cm_state *s) {
+    uint32_t bits = s->line_bits + 2 > CODE_BITS ? CODE_BITS : s->line_bits + 2;
+    int32_t *head = table_alloc(line_index_bytes(bits));
+    if (!head) return;
+    table_free(s->line_head, line_index_bytes(s->line_bits));
+    s->line_head = head;
+    s->line_bits = bits;
+    s->nlinked = 0;
+    for (int32_t i = 0; i < s->nblocks; i++)
+        if (s->blocks[i].state == B_LIVE) link_nodes(s, i);
+}
+
+/* Put a live block's nodes at the head of their lines' lists. */
+static void link_lines(cm_state *s, int32_t i) {
+    block_t *b = &s->blocks[i];
+    if (block_lines(b)) { mark_code_page(s, block_frame0(b)); mark_code_page(s, b->frame1); }
+    link_nodes(s, i);
+    if (s->nlinked > (2u << s->line_bits) && s->line_bits < CODE_BITS) grow_line_index(s);
 }
 
 static void unlink_lines(cm_state *s, const block_t *b) {
@@ -725,9 +752,10 @@ static void unlink_lines(cm_state *s, const block_t *b) {
         lnode_t *nd = &s->lnodes[b->lnode + (int32_t)j];
         if (nd->next < 0) continue;
         if (nd->prev) s->lnodes[nd->prev - 1].next = nd->next;
-        else s->line_head[code_key(block_pline(b, j))] = nd->next;
+        else s->line_head[code_key(s, block_pline(b, j))] = nd->next;
         if (nd->next) s->lnodes[nd->next - 1].prev = nd->prev;
         nd->next = nd->prev = -1;
+        s->nlinked--;
     }
 }
 
@@ -772,7 +800,7 @@ __attribute__((noinline)) static void invalidate_code(cm_state *s, uint64_t lo, 
         return;
     }
     for (uint64_t l = l0; l <= l1; l++) {
-        uint32_t h = code_key(l);
+        uint32_t h = code_key(s, l);
     restart:
         for (int32_t k = s->line_head[h]; k; ) {
             const lnode_t *nd = &s->lnodes[k - 1];
@@ -1605,7 +1633,7 @@ __attribute__((noinline)) static void special_write(cm_state *s, uc_engine *uc, 
      * writes to the same line; a block made live resets last_wline). */
     if ((flags & PG_CODE) && (line != s->last_wline || end_line != line)) {
         s->last_wline = line;
-        if (s->line_head[code_key(line)] || s->line_head[code_key(end_line)])
+        if (s->line_head[code_key(s, line)] || s->line_head[code_key(s, end_line)])
             invalidate_code(s, addr & ~63ull, (end_line + 1) << 6);
     }
     if (line == s->hit_line && end_line == line) return;
@@ -1763,7 +1791,8 @@ cm_state *cm_new(const cm_params *p, const cm_costs *c, const cm_funcs *f, int64
     register_tables(s, (cs_reg_name_t)f->cs_reg_name, reg_ending);
     for (int i = 0; i < (1 << HASH_BITS); i++) s->buckets[i] = -1;
     for (int i = 0; i < (1 << FAST_BITS); i++) s->fast[i] = -1;
-    s->line_head = table_alloc(((size_t)1 << CODE_BITS) * sizeof *s->line_head);
+    s->line_bits = CODE_BITS_MIN;
+    s->line_head = table_alloc(line_index_bytes(s->line_bits));
     s->pagemap = table_alloc(PAGEMAP_PAGES);
     s->rc = calloc(RCACHE_SLOTS, sizeof *s->rc);
     s->walkbuf = malloc(5 * 4096);
@@ -1800,7 +1829,7 @@ void cm_free(cm_state *s) {
         if (s->cs_open[w]) s->cs_close(&s->cs[w]);
     }
     cache_free(&s->l1d); cache_free(&s->l1i); cache_free(&s->l2); cache_free(&s->l3); cache_free(&s->tlb2);
-    table_free(s->line_head, ((size_t)1 << CODE_BITS) * sizeof *s->line_head);
+    table_free(s->line_head, line_index_bytes(s->line_bits));
     table_free(s->pagemap, PAGEMAP_PAGES);
     free(s->bp); free(s->btb_tag); free(s->btb_target); free(s->ras);
     free(s->blocks); free(s->pool); free(s->lnodes); free(s->code); free(s->scratch);
@@ -1842,7 +1871,8 @@ static void flush_table(cm_state *s) {
     }
     for (int i = 0; i < (1 << HASH_BITS); i++) s->buckets[i] = -1;
     for (int i = 0; i < (1 << FAST_BITS); i++) s->fast[i] = -1;
-    memset(s->line_head, 0, ((size_t)1 << CODE_BITS) * sizeof *s->line_head);
+    memset(s->line_head, 0, line_index_bytes(s->line_bits));
+    s->nlinked = 0;
     s->nblocks = 0;
     s->npool = s->ncode = 0;
     s->nlnodes = 0;
@@ -2080,7 +2110,7 @@ void cm_table_stats(cm_state *s, uint64_t *out) {
     out[0] = (uint64_t)s->nblocks;
     out[1] = (uint64_t)s->cap_blocks * sizeof *s->blocks + (uint64_t)s->cap_pool * sizeof *s->pool +
              (uint64_t)s->cap_lnodes * sizeof *s->lnodes + s->cap_code + s->cap_scratch +
-             ((uint64_t)1 << CODE_BITS) * sizeof *s->line_head + (uint64_t)s->cap_prof * sizeof *s->prof +
+             line_index_bytes(s->line_bits) + (uint64_t)s->cap_prof * sizeof *s->prof +
              (s->prof_index ? ((uint64_t)s->prof_mask + 1) * sizeof *s->prof_index : 0);
     out[2] = s->flushes;
     out[3] = s->decodes;
