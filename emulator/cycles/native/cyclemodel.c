@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <dlfcn.h>
 
 /* Unicorn ABI pieces (unicorn/unicorn.h, x86.h of 2.1.4). */
 typedef void uc_engine;
@@ -51,6 +52,11 @@ typedef int (*uc_emu_stop_t)(uc_engine *);
 typedef int (*uc_vmem_read_t)(uc_engine *, uint64_t, int, void *, size_t);
 typedef int (*uc_mem_read_t)(uc_engine *, uint64_t, void *, size_t);
 typedef int (*uc_vmem_translate_t)(uc_engine *, uint64_t, int, uint64_t *);
+/* uc_mem_hook_filter() of the patched build (third_party/unicorn patch 0014): while enabled (by
+ * Unicorn), a load or store to line[0] / line[1] (physical address >> 6, set here) that the hook
+ * would only count is counted in count[] by translated code, without calling it. */
+typedef struct { uint64_t line[2], count[2], enabled[2]; } uc_mem_filter;
+typedef int (*uc_mem_hook_filter_t)(uc_engine *, void *, void *, uc_mem_filter *);
 typedef struct { uint16_t selector; uint64_t base; uint32_t limit, flags; } uc_x86_mmr;
 typedef struct { uint32_t rid; uint64_t value; } uc_x86_msr;
 #define UC_PROT_READ 1
@@ -270,6 +276,7 @@ enum { PG_CODE = 1, PG_TABLE = 2 };
  * last walk, merged into extents, and a direct-mapped cache of answers.  The walk is bounded. */
 typedef struct { uint64_t vpage, ppage, npages; } extent_t;
 typedef struct { uint64_t ppage, vpage; uint32_t gen; } rcache_t; /* one host line a lookup */
+typedef struct { uint64_t tag, target; } btb_entry;
 #define MAX_WALK_TABLES 4096
 #define MAX_EXTENTS (1 << 16)
 #define RCACHE_SLOTS 4096
@@ -374,6 +381,12 @@ typedef struct {
     uint64_t clock;            /* L1 DTLB LRU stamps */
     uint64_t last_line, last_fetch_line, last_page, last_wline;
     uint64_t hit_line;         /* last_line when last_page is its page (an access there hits both), else UINT64_MAX */
+    /* Unicorn counts the accesses hook_mem would only count (loads to hit_line; stores to it
+     * while its page holds neither code nor a page table): filter_sync keeps the lines, the
+     * counts are added to C_LOADS / C_STORES before those are read (filter_fold). */
+    uc_mem_filter filter;
+    uc_mem_hook_filter_t mem_hook_filter; /* NULL: a Unicorn without it */
+    int filter_tried;
 
     uint64_t tlb1_page[128], tlb1_stamp[128];
     int32_t tlb1_next[128], tlb1_head[TLB1_BUCKETS];
@@ -382,7 +395,8 @@ typedef struct {
 
     uint8_t *bp;
     uint64_t ghist, bp_mask, hist_mask;
-    uint64_t *btb_tag, *btb_target, btb_mask;
+    btb_entry *btb;            /* by slot: tag (pc + 1, 0 = empty) and target, one host line a lookup */
+    uint64_t btb_mask;
     uint64_t *ras;
     int64_t ras_top, ras_depth;
 
@@ -524,6 +538,21 @@ static inline uint8_t page_flags(const cm_state *s, uint64_t page) {
     return (uint8_t)(PG_CODE | (s->pt_high ? PG_TABLE : 0)); /* not covered: look further */
 }
 
+/* The filter's lines after hit_line (or a page's flags) changed: a load to hit_line only counts,
+ * a store to it too while its page is not special (hook_mem's hit case). */
+static inline void filter_sync(cm_state *s) {
+    uint64_t line = s->hit_line;
+    s->filter.line[0] = line;
+    s->filter.line[1] = line != UINT64_MAX && !page_flags(s, line >> 6) ? line : UINT64_MAX;
+}
+
+/* The accesses Unicorn counted for hook_mem, into the counters. */
+static inline void filter_fold(cm_state *s) {
+    s->counters[C_LOADS] += s->filter.count[0];
+    s->counters[C_STORES] += s->filter.count[1];
+    s->filter.count[0] = s->filter.count[1] = 0;
+}
+
 /* Read CR0, CR3, CR4 and EFER; a change of translation makes the reverse map stale, a new CR3
  * a new address space. */
 __attribute__((noinline)) static void paging_refresh(cm_state *s, uc_engine *uc) {
@@ -549,6 +578,7 @@ __attribute__((noinline)) static void paging_refresh(cm_state *s, uc_engine *uc)
 
 static void note_table(cm_state *s, uint64_t paddr) {
     uint64_t frame = paddr >> 12;
+    s->filter.line[1] = UINT64_MAX; /* its stores may be special now */
     if (frame >= PAGEMAP_PAGES) { s->pt_high = 1; return; }
     if (s->pagemap[frame] & PG_TABLE) return;
     if (s->npt == s->cap_pt) {
@@ -703,6 +733,7 @@ static inline uint64_t block_pline(const block_t *b, uint32_t j) {
 
 static inline void mark_code_page(cm_state *s, uint64_t frame) {
     if (frame < PAGEMAP_PAGES) s->pagemap[frame] |= PG_CODE;
+    s->filter.line[1] = UINT64_MAX; /* its stores may be special now */
 }
 
 static size_t line_index_bytes(uint32_t bits) { return ((size_t)1 << bits) * sizeof(int32_t); }
@@ -903,7 +934,7 @@ static inline __attribute__((always_inline)) void predict(cm_state *s, const blo
         uint64_t i = (pc ^ s->ghist) & s->bp_mask;
         uint8_t ctr = s->bp[i];
         if ((ctr >= 2) != taken) { s->counters[C_MISPREDICT]++; pen += (uint64_t)s->p.mispredict; }
-        else if (taken && !(s->btb_tag[bslot] == pc + 1 && s->btb_target[bslot] == next)) {
+        else if (taken && !(s->btb[bslot].tag == pc + 1 && s->btb[bslot].target == next)) {
             s->counters[C_BTB_MISS]++; pen += (uint64_t)s->p.btb_miss;
         }
         /* Stores only when something changes: in a steady loop nothing does, and unconditional
@@ -912,21 +943,21 @@ static inline __attribute__((always_inline)) void predict(cm_state *s, const blo
         if (nctr != ctr) s->bp[i] = nctr;
         uint64_t nh = ((s->ghist << 1) | (uint64_t)taken) & s->hist_mask;
         if (nh != s->ghist) s->ghist = nh;
-        if (taken && (s->btb_tag[bslot] != pc + 1 || s->btb_target[bslot] != next)) {
-            s->btb_tag[bslot] = pc + 1; s->btb_target[bslot] = next;
+        if (taken && (s->btb[bslot].tag != pc + 1 || s->btb[bslot].target != next)) {
+            s->btb[bslot].tag = pc + 1; s->btb[bslot].target = next;
         }
         break;
     }
     case K_JMP: case K_CALL:
-        if (!(s->btb_tag[bslot] == pc + 1 && s->btb_target[bslot] == next)) {
+        if (!(s->btb[bslot].tag == pc + 1 && s->btb[bslot].target == next)) {
             s->counters[C_BTB_MISS]++; pen += (uint64_t)s->p.btb_miss;
-            s->btb_tag[bslot] = pc + 1; s->btb_target[bslot] = next;
+            s->btb[bslot].tag = pc + 1; s->btb[bslot].target = next;
         }
         break;
     case K_JMP_IND: case K_CALL_IND:
-        if (!(s->btb_tag[bslot] == pc + 1 && s->btb_target[bslot] == next)) {
+        if (!(s->btb[bslot].tag == pc + 1 && s->btb[bslot].target == next)) {
             s->counters[C_MISPREDICT]++; pen += (uint64_t)s->p.mispredict;
-            s->btb_tag[bslot] = pc + 1; s->btb_target[bslot] = next;
+            s->btb[bslot].tag = pc + 1; s->btb[bslot].target = next;
         }
         break;
     case K_RET: {
@@ -1536,7 +1567,7 @@ static inline __attribute__((always_inline)) void run_block(cm_state *s, int32_t
     s->cur = idx;
     s->prev = idx;
     s->cur_cont = 0;
-    s->mem_at_block = s->counters[C_LOADS] + s->counters[C_STORES];
+    s->mem_at_block = s->counters[C_LOADS] + s->counters[C_STORES] + s->filter.count[0] + s->filter.count[1];
     s->insns += b->n;
     b->prof_insns += b->n;
     /* Two clocks: the front end delivers one fetch window per cycle (the macro-ops of one
@@ -1567,7 +1598,13 @@ static inline __attribute__((always_inline)) void run_block(cm_state *s, int32_t
 }
 
 /* The block hook when the budget is reached or the fast map does not hold the block. */
+static void hook_mem(uc_engine *uc, int type, uint64_t addr, int size, int64_t value, void *user);
+
 __attribute__((noinline)) static void hook_block_slow(uc_engine *uc, uint64_t addr, uint32_t size, cm_state *s) {
+    if (!s->filter_tried) { /* the first block: Unicorn counts the memory hook's hits, if it can */
+        s->filter_tried = 1;
+        if (s->mem_hook_filter) s->mem_hook_filter(uc, (void *)hook_mem, s, &s->filter);
+    }
     if (s->insns >= s->budget_at) {
         budget_reached(s, uc);
         return;
@@ -1609,6 +1646,7 @@ __attribute__((noinline)) static void data_access(cm_state *s, uc_engine *uc, ui
         tpen = tlb_access(s, dtlb_key(s, uc, page));
     }
     s->hit_line = (s->last_line >> 6) == s->last_page ? s->last_line : UINT64_MAX;
+    filter_sync(s);
     if (__builtin_expect((pen | tpen) != 0, 0)) charge_access(s, pen, tpen, write);
 }
 
@@ -1621,6 +1659,7 @@ __attribute__((noinline)) static void l1d_miss(cm_state *s, uint64_t line, int w
 /* An access to one line of the last page: the L1D alone (data_access's common case, inline). */
 static inline void line_access(cm_state *s, uint64_t line, int write) {
     s->last_line = s->hit_line = line;
+    filter_sync(s);
     if (!cache_access(&s->l1d, line)) l1d_miss(s, line, write);
 }
 
@@ -1667,7 +1706,9 @@ static void hook_mem(uc_engine *uc, int type, uint64_t addr, int size, int64_t v
  * block executes: a block is counted when it starts, so the rest of it is taken back. This is
  * guest time "at" an instruction (what rdtsc there reads) and the tracer's exact stamps.
  * Returns -1, with the plain counts, when pc is not an instruction of the current block. */
-int cm_stamp(cm_state *s, uint64_t pc, uint64_t *insns, uint64_t *mc) {
+/* (Protected: the exception delivery's block hook in this extension calls it directly, not through
+ * the PLT; ctypes still finds it.) */
+__attribute__((visibility("protected"))) int cm_stamp(cm_state *s, uint64_t pc, uint64_t *insns, uint64_t *mc) {
     *insns = s->insns;
     *mc = s->mc;
     if (s->cur < 0 || s->cur_cont) return -1;
@@ -1729,6 +1770,7 @@ static void reset_state(cm_state *s) {
     s->fault_seq = s->active_seq = 0;
     s->budget_stop = s->error = 0;
     s->last_line = s->last_fetch_line = s->last_page = s->last_wline = s->hit_line = UINT64_MAX;
+    s->filter.line[0] = s->filter.line[1] = UINT64_MAX;
     s->clock = 0;
     s->tlb1_n = 0;
     for (int i = 0; i < TLB1_BUCKETS; i++) s->tlb1_head[i] = -1;
@@ -1766,6 +1808,15 @@ cm_state *cm_new(const cm_params *p, const cm_costs *c, const cm_funcs *f, int64
     s->vmem_read = (uc_vmem_read_t)f->vmem_read;
     s->mem_read = (uc_mem_read_t)f->mem_read;
     s->vmem_translate = (uc_vmem_translate_t)f->vmem_translate;
+    { /* uc_mem_hook_filter, from the libunicorn the functions above come from, if it has one */
+        Dl_info info;
+        void *lib;
+        if (f->reg_read && dladdr(f->reg_read, &info) && info.dli_fname &&
+            (lib = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD))) {
+            s->mem_hook_filter = (uc_mem_hook_filter_t)dlsym(lib, "uc_mem_hook_filter");
+            dlclose(lib); /* the unicorn package keeps it loaded */
+        }
+    }
     s->cs_option = (cs_option_t)f->cs_option;
     s->cs_close = (cs_close_t)f->cs_close;
     s->cs_free = (cs_free_t)f->cs_free;
@@ -1797,11 +1848,10 @@ cm_state *cm_new(const cm_params *p, const cm_costs *c, const cm_funcs *f, int64
     s->rc = calloc(RCACHE_SLOTS, sizeof *s->rc);
     s->walkbuf = malloc(5 * 4096);
     s->bp = malloc((size_t)1 << p->bp_table_bits);
-    s->btb_tag = calloc((size_t)1 << p->btb_bits, sizeof(uint64_t));
-    s->btb_target = calloc((size_t)1 << p->btb_bits, sizeof(uint64_t));
+    s->btb = calloc((size_t)1 << p->btb_bits, sizeof *s->btb);
     s->ras = calloc((size_t)p->ras_entries, sizeof(uint64_t));
     if (!s->line_head || !s->pagemap || !s->rc || !s->walkbuf || !s->bp ||
-        !s->btb_tag || !s->btb_target || !s->ras)
+        !s->btb || !s->ras)
         goto fail;
     s->gen = 1;
     memset(s->bp, 1, (size_t)1 << p->bp_table_bits); /* weakly not taken */
@@ -1831,7 +1881,7 @@ void cm_free(cm_state *s) {
     cache_free(&s->l1d); cache_free(&s->l1i); cache_free(&s->l2); cache_free(&s->l3); cache_free(&s->tlb2);
     table_free(s->line_head, line_index_bytes(s->line_bits));
     table_free(s->pagemap, PAGEMAP_PAGES);
-    free(s->bp); free(s->btb_tag); free(s->btb_target); free(s->ras);
+    free(s->bp); free(s->btb); free(s->ras);
     free(s->blocks); free(s->pool); free(s->lnodes); free(s->code); free(s->scratch);
     free(s->prof); free(s->prof_index);
     free(s->dbuf); free(s->dec[0]); free(s->dec[1]); free(s->doffs); free(s->dcosts); free(s->dweights); free(s->deps);
@@ -2056,7 +2106,8 @@ void cm_finish(cm_state *s, uint64_t stop_pc) {
     /* Stopped at the block's start: either it never ran (a precise stop before its first
      * instruction, or a fault there) or it ran to its end and jumped back to its own start (a
      * stop between blocks).  Only the second leaves traces: a memory access or an `out`. */
-    int active = s->active_seq == s->seq || s->counters[C_LOADS] + s->counters[C_STORES] != s->mem_at_block;
+    int active = s->active_seq == s->seq ||
+                 s->counters[C_LOADS] + s->counters[C_STORES] + s->filter.count[0] + s->filter.count[1] != s->mem_at_block;
     if (i == 0 && s->fault_seq != s->seq && active) { s->cur = -1; return; }
     uint64_t undone = b->base - s->pool[b->pool + b->n + (uint32_t)i];
     s->insns -= b->n - (uint32_t)i;
@@ -2069,10 +2120,11 @@ void cm_finish(cm_state *s, uint64_t stop_pc) {
 
 uint64_t cm_instructions(cm_state *s) { return s->insns; }
 uint64_t cm_cycles(cm_state *s) { return s->mc / 1000; }
-uint64_t cm_millicycles(cm_state *s) { return s->mc; }
+__attribute__((visibility("protected"))) uint64_t cm_millicycles(cm_state *s) { return s->mc; } /* as cm_stamp */
 int cm_error(cm_state *s) { return s->error; }
 int cm_budget_stopped(cm_state *s) { return s->budget_stop; }
 void cm_counters(cm_state *s, uint64_t *out) {
+    filter_fold(s);
     memcpy(out, s->counters, sizeof s->counters);
     /* base = everything that is not a penalty (not counted per block: it is the hot path) */
     out[C_BASE] = s->mc - s->counters[C_MEM_MC] - s->counters[C_TLB_MC] - s->counters[C_BRANCH_MC] -
