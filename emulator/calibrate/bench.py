@@ -136,7 +136,7 @@ class Boots:
 # QEMU's whole process runs the same image.
 VARIANTS = (("raw Unicorn", "off", None), ("block hook", "blocks", None), ("full model", "full", None),
             ("full model + tracing", "full", "kept"), ("full model + trace file", "full", "file"))
-REAL_WORKLOADS = ("test", "churn=10000", "churn=100000", "churn=1000000")
+REAL_WORKLOADS = ("", "test", "churn=10000", "churn=100000", "churn=1000000")  # "": `aeth-emu boot kernel.elf` as is
 
 
 def real_code(boots: Boots, cmdline: str, qemu: Callable[[Path, str], float | None]) -> list[dict[str, Any]]:

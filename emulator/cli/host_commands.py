@@ -59,7 +59,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         table.add_column(column, justify="left" if column in ("command line", "configuration") else "right")
     for row in report["real_code"]:
         traced, qemu = row.get("ratio_to_untraced"), row.get("ratio_to_qemu")
-        table.add_row(row["workload"], row["variant"], f"{row['instructions']:,}", f"{row['seconds']:.3f}",
+        table.add_row(row["workload"] or "(none)", row["variant"], f"{row['instructions']:,}", f"{row['seconds']:.3f}",
                       f"{row['mips']:.1f}", f"{row['ratio_to_raw']:.2f}", "" if traced is None else f"{traced:.2f}",
                       "" if qemu is None else f"{qemu:.2f}",
                       "" if row["events"] is None else f"{row['events']:,}",
