@@ -14,8 +14,6 @@ interrupts_demo:
     mov rbp, rsp
     push rbx
     push r12
-    sub rsp, 32
-.equ .Lstats, -48                               ; HeapStats
     lea rdi, [rip + interrupts_title]
     call serial_write_cstr
     int3
@@ -35,13 +33,8 @@ interrupts_demo:
     call write_newline
     ; the ticks
     mov edi, TICK_DEMO_TICKS
-    call tick_log_arm
+    call record_ticks
     mov rbx, rax
-    call timer_start
-    mov rdi, rbx
-    call wait_ticks
-    call timer_stop
-    call tick_log_disarm
     lea rdi, [rip + ticks_text]
     call serial_write_cstr
     mov rdi, qword ptr [rbx + TickLog.ticks]
@@ -60,27 +53,33 @@ interrupts_demo:
     lea rdi, [rip + out_of_order_text]
 .Lorder:
     call serial_write_cstr
-    lea rdi, [rbp + .Lstats]
-    call heap_stats
     lea rdi, [rip + live_used]
-    call serial_write_cstr
-    mov rdi, qword ptr [rbp + .Lstats + HeapStats.used]
-    call write_u64
-    lea rdi, [rip + bytes_text]
-    call serial_write_cstr
+    call print_heap_used
     mov rdi, rbx
     call tick_log_drop
+    lea rdi, [rip + dropped_used]
+    call print_heap_used
+    pop r12
+    pop rbx
+    pop rbp
+    ret
+.endfunction
+
+; print_heap_used(label): LABEL, then heap_stats()'s `used` and " bytes"
+.function print_heap_used, aetherion::demo::print_heap_used
+print_heap_used:
+    push rbp
+    mov rbp, rsp
+    sub rsp, 32
+.equ .Lstats, -32                               ; HeapStats
+    call serial_write_cstr
     lea rdi, [rbp + .Lstats]
     call heap_stats
-    lea rdi, [rip + dropped_used]
-    call serial_write_cstr
     mov rdi, qword ptr [rbp + .Lstats + HeapStats.used]
     call write_u64
     lea rdi, [rip + bytes_text]
     call serial_write_cstr
     add rsp, 32
-    pop r12
-    pop rbx
     pop rbp
     ret
 .endfunction

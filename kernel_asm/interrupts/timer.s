@@ -122,6 +122,27 @@ tick_log_disarm:
     ret
 .endfunction
 
+; record_ticks(limit) -> a TickLog of `limit` ticks: armed, the timer on, idle until it is full,
+; the timer off and the log disarmed (the caller drops it)
+.function record_ticks, aetherion::interrupts::timer::record_ticks
+record_ticks:
+    push rbp
+    mov rbp, rsp
+    push rbx
+    sub rsp, 8
+    call tick_log_arm
+    mov rbx, rax
+    call timer_start
+    mov rdi, rbx
+    call wait_ticks
+    call timer_stop
+    call tick_log_disarm
+    add rsp, 8
+    pop rbx
+    pop rbp
+    ret
+.endfunction
+
 ; tick_log_check(log) -> 1 when its records count down from `ticks` to 1, one each
 .function tick_log_check, aetherion::interrupts::timer::TickLog::check
 tick_log_check:
