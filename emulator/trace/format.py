@@ -67,7 +67,8 @@ class TraceWriter:
         if self.path.name.endswith(".zst"):
             import zstandard
 
-            self._zstd = zstandard.ZstdCompressor(level=3).stream_writer(self._raw, closefd=False)
+            # level 1: on trace lines both faster and smaller than the default 3 (churn=10^6: 34.6 vs 37.3 MB)
+            self._zstd = zstandard.ZstdCompressor(level=1).stream_writer(self._raw, closefd=False)
         self._line({"format": FORMAT, "version": FORMAT_VERSION, **header})
         self.flush()
 
