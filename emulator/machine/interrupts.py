@@ -15,7 +15,7 @@ from fractions import Fraction
 
 from emulator.layout import PIC_MASTER_PORT, PIC_SLAVE_PORT, PIT_PORT, PIT_PORTS, PORT_B, RTC_PORT, RTC_PORTS
 from emulator.machine.devices.bus import PortBus
-from emulator.machine.devices.lapic import MSR_TSC_DEADLINE, LocalApic
+from emulator.machine.devices.lapic import MC_PER_CYCLE, MSR_TSC_DEADLINE, LocalApic
 from emulator.machine.devices.pic8259 import PicPair
 from emulator.machine.devices.pit8254 import Pit, mc_per_tick
 from emulator.machine.devices.rtc import CmosRtc
@@ -63,7 +63,7 @@ class PcInterrupts:
         """WRMSR: True when these devices own the MSR. The TSC is the kernel CPU's cycle count."""
         if msr != MSR_TSC_DEADLINE:
             return False
-        self.apic.write_tsc_deadline(value, self.kernel_start + value * 1000)
+        self.apic.write_tsc_deadline(value, self.kernel_start + value * MC_PER_CYCLE)
         return True
 
     def next_event(self) -> int | None:
